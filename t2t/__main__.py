@@ -1,0 +1,23 @@
+"""``t2t COMMAND ...``: one console script for the module entry points."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {"tasks": "t2t.tasks", "mixture": "t2t.mixture", "finetune": "t2t.finetune",
+            "evaluate": "t2t.evaluate"}
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print(f"usage: t2t {{{','.join(COMMANDS)}}} [options]  (or python -m t2t.COMMAND)", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[sys.argv[1]])
+    from t2t.errors import run_cli
+
+    return run_cli(module.main, sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

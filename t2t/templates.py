@@ -1,0 +1,519 @@
+"""Task files: YAML front matter plus named Jinja blocks, rendered in a sandbox into ``input ||| target``.
+
+A task file looks like this (the README documents every field)::
+
+    ---
+    cluster: sentiment
+    source: {generator: sentiment_movie}
+    choices: ["positive", "negative"]
+    answer: "{{ choices[label] }}"
+    metrics: [accuracy]
+    example: {text: "a wonderful film", label: 0}
+    ---
+    {% block question %}
+    {{ text }}
+    Did the reviewer like the film? {{ options }}
+    |||
+    {{ answer }}
+    {% endblock %}
+
+Each block is compiled as its own sandboxed template. The text of the other blocks is blanked out
+(newlines kept), so Jinja's line numbers are the file's line numbers and the imports and macros at the
+top of the body are visible in every block.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import random
+import re
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from jinja2 import StrictUndefined, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+from t2t.errors import TaskFileError
+
+SEPARATOR = "|||"
+SPLITS = ("train", "validation", "test")
+KNOWN_FIELDS = {
+    "name", "cluster", "description", "source", "splits", "limit", "choices", "answer",
+    "references", "metrics", "example", "templates", "tags",
+}
+KNOWN_METRICS = ("accuracy", "exact_match", "squad_em", "f1", "rouge_l", "bleu")
+TEMPLATE_META_FIELDS = {"inverted", "description"}
+# Limits that stop a hostile or runaway template instead of letting it eat the machine.
+MAX_OUTPUT_CHARS = 100_000
+MAX_RANGE_ITEMS = 100_000  # summed over every range() call of one render
+MAX_RENDER_SECONDS = 2.0
+MAX_BINOP_RESULT = 100_000  # longest sequence a '*' may build
+
+_BLOCK_RE = re.compile(
+    r"\{%(?P<lt>-?)\s*block\s+(?P<name>\w+)\s*(?:scoped\s*)?(?:required\s*)?-?%\}"
+    r"(?P<body>.*?)"
+    r"\{%-?\s*endblock(?:\s+(?P<endname>\w+))?\s*(?P<rt>-?)%\}",
+    re.S,
+)
+_UNDEFINED_RE = re.compile(r"'([^']+)' is undefined|has no attribute '([^']+)'")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One rendered example: what the model reads and what it must write."""
+
+    task: str
+    template: str
+    input: str
+    target: str
+    index: int = -1
+    choices: tuple[str, ...] | None = None
+    references: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    name: str
+    inverted: bool = False
+    description: str = ""
+    line: int = 0
+
+
+class _RenderBudget:
+    """Per-render limits on range() size, sequence repetition, output size and wall time."""
+
+    def __init__(self) -> None:
+        self.range_items = 0
+        self.deadline = time.monotonic() + MAX_RENDER_SECONDS
+
+
+class T2TSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox with StrictUndefined and limits against runaway templates."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, search_path: Sequence[Path]) -> None:
+        super().__init__(
+            loader=jinja2.FileSystemLoader([str(p) for p in search_path]),
+            undefined=StrictUndefined,
+            autoescape=False,
+            keep_trailing_newline=True,
+            auto_reload=False,
+        )
+        self.budget: _RenderBudget | None = None
+        self.globals["range"] = self._range
+        # The default globals cycler/joiner/namespace/dict/lipsum are harmless in the immutable
+        # sandbox, but nothing in a prompt needs them: a smaller surface is easier to reason about.
+        for unused in ("cycler", "joiner", "lipsum"):
+            self.globals.pop(unused, None)
+
+    def _check_budget(self) -> None:
+        if self.budget is not None and time.monotonic() > self.budget.deadline:
+            raise SecurityError(f"render took longer than {MAX_RENDER_SECONDS:g}s")
+
+    def _range(self, *args: int) -> range:
+        rng = range(*args)
+        if self.budget is not None:
+            self.budget.range_items += len(rng)
+            if self.budget.range_items > MAX_RANGE_ITEMS:
+                raise SecurityError(f"range() over more than {MAX_RANGE_ITEMS} items in one render")
+            self._check_budget()
+        return rng
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(right, (int, float)) and abs(right) > 100:
+                raise SecurityError("exponent too large in template")
+            return left**right
+        for seq, times in ((left, right), (right, left)):
+            if isinstance(seq, (str, list, tuple)) and isinstance(times, int):
+                if len(seq) * times > MAX_BINOP_RESULT:
+                    raise SecurityError(f"sequence repetition longer than {MAX_BINOP_RESULT} items")
+        return left * right
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        __self._check_budget()
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def example_seed(seed: int, task: str, template: str, index: int) -> int:
+    """Seed for the randomness inside one render: stable across processes and machines."""
+    digest = hashlib.sha256(f"{seed}\x1f{task}\x1f{template}\x1f{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def options_text(choices: Sequence[str]) -> str:
+    """FLAN's options suffix: ``OPTIONS:\\n- a\\n- b``."""
+    return "OPTIONS:\n" + "\n".join(f"- {c}" for c in choices)
+
+
+def _seeded_helpers(rng: random.Random) -> dict[str, Any]:
+    def shuffle(seq: Sequence[Any]) -> list[Any]:
+        out = list(seq)
+        rng.shuffle(out)
+        return out
+
+    def choice(seq: Sequence[Any]) -> Any:
+        return rng.choice(list(seq))
+
+    def randint(a: int, b: int) -> int:
+        return rng.randint(a, b)
+
+    return {"shuffle": shuffle, "choice": choice, "randint": randint}
+
+
+def _error_line(exc: BaseException, filename: str) -> int | None:
+    """The line of ``filename`` where Jinja says a render failed (Jinja rewrites tracebacks to it)."""
+    line = getattr(exc, "lineno", None)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _undefined_field(exc: BaseException) -> str | None:
+    m = _UNDEFINED_RE.search(str(exc))
+    return (m.group(1) or m.group(2)) if m else None
+
+
+def split_front_matter(text: str, path: str) -> tuple[dict[str, Any], str, int]:
+    """Return (metadata, body, number of lines before the body)."""
+    if not text.startswith("---"):
+        raise TaskFileError("a task file must start with a '---' line opening its YAML front matter",
+                            path=path, line=1)
+    lines = text.split("\n")
+    end = next((i for i in range(1, len(lines)) if lines[i].rstrip() == "---"), None)
+    if end is None:
+        raise TaskFileError("the YAML front matter is not closed by a '---' line", path=path, line=1)
+    try:
+        meta = yaml.safe_load("\n".join(lines[1:end])) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 2 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise TaskFileError(f"bad YAML in front matter: {problem} (quote Jinja values: "
+                            "answer: \"{{ choices[label] }}\")", path=path, line=line) from None
+    if not isinstance(meta, dict):
+        raise TaskFileError("the front matter must be a YAML mapping of fields", path=path, line=2)
+    return meta, "\n".join(lines[end + 1:]), end + 1
+
+
+class Task:
+    """A task: metadata from the front matter and its compiled prompt templates.
+
+    Data are never loaded here: :mod:`t2t.sources` turns ``source`` into rows on request.
+    """
+
+    def __init__(self, path: Path, env: T2TSandbox, text: str | None = None) -> None:
+        self.path = Path(path)
+        p = str(self.path)
+        if text is None:
+            try:
+                text = self.path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise TaskFileError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=p) from None
+        meta, body, offset = split_front_matter(text, p)
+        self.meta = meta
+        unknown = sorted(set(map(str, meta)) - KNOWN_FIELDS)
+        if unknown:
+            near = difflib.get_close_matches(unknown[0], sorted(KNOWN_FIELDS), n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else f"; known fields: {', '.join(sorted(KNOWN_FIELDS))}"
+            raise TaskFileError(f"unknown front matter field{hint}", path=p, field=unknown[0])
+        self.name = self._str_field("name", default=self.path.stem)
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.name):
+            raise TaskFileError("a task name may only hold letters, digits, '_', '-' and '.'", path=p, field="name")
+        self.cluster = self._str_field("cluster")
+        self.description = self._str_field("description", default="")
+        self.source = self._source()
+        self.splits = self._splits()
+        self.limit = self._limit()
+        self.metrics = self._metrics()
+        self.tags = tuple(str(t) for t in meta.get("tags") or ())
+        self.example_rows = self._example_rows()
+        self.env = env
+        choices = meta.get("choices")
+        if choices is not None and not (isinstance(choices, str) or (
+                isinstance(choices, list) and choices and all(isinstance(c, (str, int, float)) for c in choices))):
+            raise TaskFileError("choices must be a non-empty list of strings or a Jinja string "
+                                "rendering 'a ||| b'", path=p, task=self.name, field="choices")
+        self._fixed_choices = tuple(str(c).strip() for c in choices) if isinstance(choices, list) else None
+        self._choices_tpl = self._compile_field("choices", choices) if isinstance(choices, str) else None
+        self.has_choices = choices is not None
+        self._answer_tpl = self._compile_field("answer", meta.get("answer"))
+        self._references_tpl = self._compile_field("references", meta.get("references"))
+        self._templates: dict[str, jinja2.Template] = {}
+        self.templates: dict[str, TemplateInfo] = {}
+        self._compile_body(body, offset)
+
+    # -- front matter -----------------------------------------------------------------------------
+    def _err(self, message: str, **where: Any) -> TaskFileError:
+        where.setdefault("path", str(self.path))
+        where.setdefault("task", getattr(self, "name", None))
+        return TaskFileError(message, **where)
+
+    def _str_field(self, key: str, default: str | None = None) -> str:
+        value = self.meta.get(key, default)
+        if value is None:
+            raise self._err(f"the field is required (e.g. {key}: ...)", field=key)
+        if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value).strip() == "" and default is None:
+            raise self._err("must be a non-empty string", field=key)
+        return str(value).strip()
+
+    def _source(self) -> dict[str, Any]:
+        source = self.meta.get("source")
+        if not isinstance(source, dict):
+            raise self._err("source must be a mapping with one of hf, files or generator, "
+                            "e.g. source: {generator: NAME}", field="source")
+        kinds = [k for k in ("hf", "files", "generator") if k in source]
+        if len(kinds) != 1:
+            raise self._err(f"source needs exactly one of hf, files, generator (found {kinds or 'none'})",
+                            field="source")
+        allowed = {"hf": {"hf", "config", "revision", "trust_remote_code", "data_dir"},
+                   "files": {"files", "format"},
+                   "generator": {"generator", "sizes", "seed"}}[kinds[0]]
+        extra = sorted(set(map(str, source)) - allowed)
+        if extra:
+            raise self._err(f"unknown key for a {kinds[0]} source; allowed: {', '.join(sorted(allowed))}",
+                            field=f"source.{extra[0]}")
+        return dict(source)
+
+    def _splits(self) -> dict[str, str]:
+        splits = self.meta.get("splits")
+        if splits is None:
+            files = self.source.get("files")
+            return {str(k): str(k) for k in files} if isinstance(files, dict) else {s: s for s in SPLITS}
+        if not isinstance(splits, dict) or not all(isinstance(v, str) for v in splits.values()):
+            raise self._err("splits maps t2t split names (train, validation, test) to source split names",
+                            field="splits")
+        return {str(k): v for k, v in splits.items()}
+
+    def _limit(self) -> dict[str, int]:
+        limit = self.meta.get("limit") or {}
+        if not isinstance(limit, dict) or not all(isinstance(v, int) and v > 0 for v in limit.values()):
+            raise self._err("limit maps split names to positive example counts, e.g. {train: 30000}",
+                            field="limit")
+        return {str(k): int(v) for k, v in limit.items()}
+
+    def _metrics(self) -> tuple[str, ...]:
+        metrics = self.meta.get("metrics")
+        if metrics is None:
+            return ("accuracy",) if "choices" in self.meta else ("exact_match",)
+        if not isinstance(metrics, list) or not metrics:
+            raise self._err("metrics must be a list, e.g. [accuracy]", field="metrics")
+        for m in metrics:
+            if m not in KNOWN_METRICS:
+                raise self._err(f"unknown metric '{m}'; known: {', '.join(KNOWN_METRICS)}", field="metrics")
+        return tuple(metrics)
+
+    def _example_rows(self) -> list[dict[str, Any]]:
+        example = self.meta.get("example")
+        if example is None:
+            return []
+        rows = example if isinstance(example, list) else [example]
+        if not all(isinstance(r, dict) for r in rows):
+            raise self._err("example must be one row (a mapping) or a list of rows", field="example")
+        return rows
+
+    def _compile_field(self, key: str, source: Any) -> jinja2.Template | None:
+        if source is None:
+            return None
+        if not isinstance(source, str):
+            raise self._err("must be a Jinja string, e.g. \"{{ choices[label] }}\"", field=key)
+        try:
+            return self.env.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise self._err(f"bad Jinja: {exc.message}", field=key) from None
+
+    # -- body -------------------------------------------------------------------------------------
+    def _compile_body(self, body: str, offset: int) -> None:
+        p = str(self.path)
+        blocks = list(_BLOCK_RE.finditer(body))
+        line_of = lambda pos: offset + body.count("\n", 0, pos) + 1  # noqa: E731
+        if not blocks:
+            raise self._err("no templates: write each prompt as {% block NAME %} input ||| target "
+                            "{% endblock %}", line=offset + 1)
+        outside = _BLOCK_RE.sub("", body)
+        try:
+            self.env.parse(body)  # catches syntax errors outside blocks and duplicate block names
+            outside_ast = self.env.parse(outside)
+        except jinja2.TemplateSyntaxError as exc:
+            raise self._err(f"bad Jinja: {exc.message}", line=offset + (exc.lineno or 1)) from None
+        for node in outside_ast.body:
+            if isinstance(node, nodes.Output) and any(
+                    not (isinstance(n, nodes.TemplateData) and not n.data.strip()) for n in node.nodes):
+                raise self._err("text outside {% block %} ... {% endblock %}: only imports, macros, "
+                                "set and comments may stand there", line=offset + node.lineno)
+        meta_templates = self.meta.get("templates") or {}
+        if not isinstance(meta_templates, dict):
+            raise self._err("templates maps template names to settings, e.g. {NAME: {inverted: true}}",
+                            field="templates")
+        first_line: dict[str, int] = {}
+        for m in blocks:
+            name = m.group("name")
+            if name in first_line:
+                raise self._err(f"template '{name}' defined twice (lines {first_line[name]} and "
+                                f"{line_of(m.start())}); template names must be unique in a task",
+                                template=name, line=line_of(m.start()))
+            first_line[name] = line_of(m.start())
+            if m.group("endname") and m.group("endname") != name:
+                raise self._err(f"{{% endblock {m.group('endname')} %}} closes block '{name}'",
+                                template=name, line=line_of(m.end()))
+            if "{% block" in m.group("body") or "{%- block" in m.group("body"):
+                raise self._err("blocks cannot be nested", template=name, line=line_of(m.start("body")))
+            # Blank every other block, keeping newlines so that line numbers stay the file's.
+            pieces, last = [], 0
+            for other in blocks:
+                pieces.append(body[last:other.start()])
+                if other is m:
+                    pieces.append("\n" * body.count("\n", other.start(), other.start("body")))
+                    pieces.append(other.group("body"))
+                    pieces.append("\n" * body.count("\n", other.end("body"), other.end()))
+                else:
+                    pieces.append("\n" * body.count("\n", other.start(), other.end()))
+                last = other.end()
+            pieces.append(body[last:])
+            source = "\n" * offset + "".join(pieces)
+            try:
+                code = self.env.compile(source, name=f"{self.name}:{name}", filename=p)
+            except jinja2.TemplateSyntaxError as exc:
+                raise self._err(f"bad Jinja: {exc.message}", template=name, line=exc.lineno) from None
+            self._templates[name] = self.env.template_class.from_code(
+                self.env, code, self.env.make_globals(None), None)
+            settings = meta_templates.get(name) or {}
+            if not isinstance(settings, dict) or set(settings) - TEMPLATE_META_FIELDS:
+                raise self._err(f"template settings allow only {sorted(TEMPLATE_META_FIELDS)}",
+                                field=f"templates.{name}")
+            self.templates[name] = TemplateInfo(name, bool(settings.get("inverted", False)),
+                                                str(settings.get("description", "")), line_of(m.start()))
+        for name in meta_templates:
+            if name not in self.templates:
+                raise self._err(f"settings for template '{name}' but no such block; blocks: "
+                                f"{', '.join(self.templates)}", field=f"templates.{name}")
+
+    # -- rendering --------------------------------------------------------------------------------
+    @property
+    def template_names(self) -> list[str]:
+        return list(self.templates)
+
+    def scored_templates(self) -> list[str]:
+        """Templates used for evaluation: inverted ones answer a different question."""
+        return [n for n, t in self.templates.items() if not t.inverted]
+
+    @property
+    def source_id(self) -> str:
+        """Identity of the underlying dataset: tasks with the same id share data (leakage checks)."""
+        s = self.source
+        if "hf" in s:
+            return f"hf:{s['hf']}" + (f"/{s['config']}" if s.get("config") else "")
+        if "generator" in s:
+            return f"generator:{s['generator']}"
+        files = s["files"]
+        flat: list[str] = []
+        for f in files.values() if isinstance(files, dict) else [files]:
+            flat += [f] if isinstance(f, str) else list(f)
+        return "files:" + ",".join(sorted({str((self.path.parent / str(f)).resolve()) for f in flat}))
+
+    def _run(self, tpl: jinja2.Template, ctx: dict[str, Any], template: str | None, field: str | None) -> str:
+        self.env.budget = _RenderBudget()
+        try:
+            out, size = [], 0
+            for chunk in tpl.generate(ctx):
+                size += len(chunk)
+                if size > MAX_OUTPUT_CHARS:
+                    raise SecurityError(f"output longer than {MAX_OUTPUT_CHARS} characters")
+                out.append(chunk)
+            return "".join(out)
+        except TaskFileError:
+            raise
+        except Exception as exc:  # any failure inside a user template is the template's error
+            kind = "blocked by the sandbox" if isinstance(exc, SecurityError) else type(exc).__name__
+            missing = _undefined_field(exc) if isinstance(exc, jinja2.UndefinedError) else None
+            hint = f" (row fields: {', '.join(sorted(map(str, ctx.get('row', {}))))})" if missing else ""
+            raise self._err(f"{kind}: {exc}{hint}", template=template, field=missing or field,
+                            line=_error_line(exc, str(self.path)) if template else None) from None
+        finally:
+            self.env.budget = None
+
+    def choices_for(self, row: Mapping[str, Any]) -> tuple[str, ...] | None:
+        if self._fixed_choices is not None:
+            return self._fixed_choices
+        if self._choices_tpl is None:
+            return None
+        text = self._run(self._choices_tpl, {**row, "row": row}, None, "choices")
+        return tuple(c.strip() for c in text.split(SEPARATOR) if c.strip())
+
+    def render(self, row: Mapping[str, Any], index: int = 0, template: str | None = None, *,
+               seed: int = 0, options: bool = True) -> Example | None:
+        """Render one row with one template; ``None`` when the template declines the row.
+
+        ``options=False`` renders FLAN v2's no-options variant (``{{ options }}`` is empty).
+        """
+        if not isinstance(row, Mapping):
+            raise self._err(f"a row must be a mapping of fields, got {type(row).__name__}", template=template)
+        template = template or next(iter(self.templates))
+        if template not in self._templates:
+            near = difflib.get_close_matches(template, self.template_names, n=3)
+            raise self._err(f"no such template; did you mean {near}?" if near else
+                            f"no such template; templates: {', '.join(self.template_names)}", template=template)
+        info = self.templates[template]
+        choices = self.choices_for(row)
+        base = {**row, "row": row, "task_name": self.name, "template_name": template}
+        if choices is not None:
+            base["choices"] = list(choices)
+        answer = self._run(self._answer_tpl, base, None, "answer").strip() if self._answer_tpl else None
+        if answer is not None:
+            base["answer"] = answer
+        rng = random.Random(example_seed(seed, self.name, template, index))
+        ctx = {**base, **_seeded_helpers(rng),
+               "options": options_text(choices) if (choices and options) else ""}
+        text = self._run(self._templates[template], ctx, template, None)
+        if not text.strip():
+            return None
+        if text.count(SEPARATOR) != 1:
+            raise self._err(f"the render must hold exactly one '{SEPARATOR}' between input and target "
+                            f"(found {text.count(SEPARATOR)})", template=template, line=info.line)
+        source, target = (part.strip() for part in text.split(SEPARATOR))
+        if not source or not target:
+            return None
+        if choices is not None and not info.inverted and target not in choices:
+            raise self._err(f"target {target!r} is not one of the choices {list(choices)} "
+                            f"(mark the template inverted: true if it turns the task around)",
+                            template=template, field="answer", line=info.line)
+        refs: tuple[str, ...] = (target,)
+        if self._references_tpl is not None and not info.inverted:
+            ref_text = self._run(self._references_tpl, base, None, "references")
+            refs = tuple(r.strip() for r in ref_text.split(SEPARATOR) if r.strip()) or (target,)
+        return Example(self.name, template, source, target, index,
+                       None if info.inverted else choices, refs)
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r}, cluster={self.cluster!r}, templates={self.template_names})"
+
+
+@dataclass
+class RenderCount:
+    """How many rows a render pass produced and skipped (declined by a template)."""
+
+    rendered: int = 0
+    skipped: int = 0
+    skipped_by_template: dict[str, int] = field(default_factory=dict)
+
+    def add(self, template: str, example: Example | None) -> None:
+        if example is None:
+            self.skipped += 1
+            self.skipped_by_template[template] = self.skipped_by_template.get(template, 0) + 1
+        else:
+            self.rendered += 1
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
