@@ -70,7 +70,9 @@ class TaskRegistry:
         collect = errors is not None
         roots = task_dirs(extra_dirs, include_builtin)
         targets = [Path(p) for p in paths] if paths is not None else roots
-        search_path = list(roots) + [t if t.is_dir() else t.parent for t in targets]
+        # The built-in folder stays on the import path so user tasks can import its _lib macros.
+        builtin = [BUILTIN_TEMPLATES] if BUILTIN_TEMPLATES.is_dir() else []
+        search_path = list(roots) + [t if t.is_dir() else t.parent for t in targets] + builtin
         env = T2TSandbox(search_path)
         tasks: list[Task] = []
         errors = errors if errors is not None else []

@@ -47,12 +47,17 @@ def _generated(task: Task, source_split: str) -> datasets.Dataset:
     from t2t.synthetic import get_generator
 
     src = task.source
-    fn = get_generator(str(src["generator"]))
     sizes = {**DEFAULT_SIZES, **(src.get("sizes") or {})}
     if source_split not in sizes:
         raise T2TError(f"{task.path}: task '{task.name}': generator has no size for split '{source_split}' "
                        f"(source.sizes: {sizes})")
-    rows = fn(source_split, int(sizes[source_split]), int(src.get("seed", 0)))
+    try:
+        fn = get_generator(str(src["generator"]))
+        rows = fn(source_split, int(sizes[source_split]), int(src.get("seed", 0)))
+    except T2TError as exc:
+        raise T2TError(f"{task.path}: task '{task.name}', field 'source.generator': {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise T2TError(f"{task.path}: task '{task.name}', field 'source': bad generator settings: {exc}") from None
     return datasets.Dataset.from_list(rows)
 
 
