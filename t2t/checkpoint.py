@@ -1,0 +1,189 @@
+"""Training checkpoints: written atomically, safetensors and JSON only, the newest K kept.
+
+A checkpoint is a folder ``checkpoint-000100/`` holding
+
+- ``trainable.safetensors``: every trainable parameter (the LoRA weights, or the whole model);
+- ``optimizer.safetensors`` + the param groups in ``state.json``;
+- ``rng-rank{R}.safetensors``: each process's torch (and CUDA) generator state;
+- ``state.json``: step, scheduler, Python and NumPy RNG states, the mixture stream position.
+
+It is built in a hidden temporary folder and renamed into place only when every file is written and
+flushed, so a crash during a save leaves the previous checkpoint as the newest complete one. No pickle
+is ever written or read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from t2t.errors import T2TError
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for idx, per_param in state["state"].items():
+        for key, value in per_param.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{key}"] = value
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                        meta: dict[str, Any]) -> None:
+    per_param: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        per_param.setdefault(int(idx), {})[name] = value
+    for key, value in meta["scalars"].items():
+        idx, name = key.split(".", 1)
+        per_param.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {"python": list(map(lambda x: list(x) if isinstance(x, tuple) else x, random.getstate())),
+            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
+
+
+def torch_rng_tensors() -> dict[str, torch.Tensor]:
+    out = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def restore_torch_rng(tensors: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(tensors["cpu"])
+    if "cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["cuda"])
+
+
+def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := CHECKPOINT_RE.match(p.name)) and p.is_dir()
+             and (p / "state.json").is_file()]
+    return sorted(found)
+
+
+def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    state: dict[str, Any], keep: int, rank: int = 0, world_size: int = 1,
+                    barrier: Any = None) -> Path:
+    """Write checkpoint ``step`` atomically. Every rank writes its RNG; rank 0 writes the rest.
+
+    ``barrier`` (a callable) synchronises processes between the per-rank writes and the rename.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"checkpoint-{step:06d}"
+    tmp = root / f".checkpoint-{step:06d}.tmp"
+    if rank == 0 and tmp.exists():
+        shutil.rmtree(tmp)
+    if barrier:
+        barrier()
+    if rank == 0:
+        tmp.mkdir(parents=True)
+    if barrier:
+        barrier()
+    _save_tensors(torch_rng_tensors(), tmp / f"rng-rank{rank}.safetensors")
+    if rank == 0:
+        _save_tensors(trainable_state(model), tmp / "trainable.safetensors")
+        opt_tensors, opt_meta = optimizer_to_flat(optimizer)
+        _save_tensors(opt_tensors, tmp / "optimizer.safetensors")
+    if barrier:
+        barrier()
+    if rank == 0:
+        _write_json(tmp / "state.json", {**state, "step": step, "world_size": world_size,
+                                         "optimizer": opt_meta, "rng": rng_state()})
+        _fsync_dir(tmp)
+        if final.exists():  # a re-run of the same step after a resume: replace it atomically
+            old = root / f".checkpoint-{step:06d}.old"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(root)
+        for _, old_path in list_checkpoints(root)[:-keep]:
+            shutil.rmtree(old_path, ignore_errors=True)
+    if barrier:
+        barrier()
+    return final
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int = 0,
+                    world_size: int = 1) -> dict[str, Any]:
+    """Restore weights, optimiser and RNG states; return the saved training state."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+        weights = load_file(str(path / "trainable.safetensors"))
+        opt_tensors = load_file(str(path / "optimizer.safetensors"))
+        rng_file = path / f"rng-rank{rank}.safetensors"
+        rng = load_file(str(rng_file)) if rng_file.exists() else None
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise T2TError(f"checkpoint {path} cannot be read ({exc}); delete it to resume from the one before") from exc
+    if state.get("world_size", 1) != world_size:
+        raise T2TError(f"checkpoint {path} was written by {state.get('world_size')} processes, this run has "
+                       f"{world_size}; resume with the same number of processes")
+    params = trainable_state(model)
+    missing = sorted(set(params) - set(weights))
+    unexpected = sorted(set(weights) - set(params))
+    if missing or unexpected:
+        raise T2TError(f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected "
+                       f"{unexpected[:3]}); was it written with another --model or --method?")
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(weights[name].to(param.device, param.dtype))
+    optimizer_from_flat(optimizer, opt_tensors, state["optimizer"])
+    restore_rng(state["rng"])
+    if rng is not None:
+        restore_torch_rng(rng)
+    return state

@@ -1,0 +1,301 @@
+"""The training recipe behind ``python -m t2t.finetune``: setup, train, save; one screen per stage.
+
+Loss normalisation: each micro-batch returns the *sum* of its target-token losses; the step divides by
+the number of target tokens in the whole global batch (every process, every accumulation step). So one
+step over 8 examples equals 4 accumulated steps over 2, and 2 processes equal 1 (DDP averages gradients
+over processes, so each process multiplies by the process count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from t2t.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from t2t.config import FinetuneConfig
+from t2t.errors import T2TError
+from t2t.finetune import Seq2SeqLoss, choose_precision, library_versions, prepare_output_dir
+from t2t.templates import Example
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+class Batcher:
+    """Rendered examples -> token ids -> packed (or padded) micro-batch tensors."""
+
+    def __init__(self, tokenizer: Any, cfg: FinetuneConfig, decoder_start_id: int) -> None:
+        self.tokenizer, self.data = tokenizer, cfg.data
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.decoder_start_id = decoder_start_id
+
+    def tokenize(self, examples: Sequence[Example]) -> list[dict[str, list[int]]]:
+        from t2t.tokens import tokenize_batch
+
+        out = tokenize_batch({"input": [e.input for e in examples], "target": [e.target for e in examples]},
+                             self.tokenizer, self.data.max_input_len, self.data.max_target_len)
+        return [{"input_ids": i, "labels": label} for i, label in zip(out["input_ids"], out["labels"])]
+
+    def collate(self, tokens: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        from t2t.packing import collate_packed, collate_padded, pack
+
+        if not self.data.packing:
+            return collate_padded(tokens, self.pad_id, self.decoder_start_id)
+        rows = pack(tokens, self.data.pack_input_len, self.data.pack_target_len)
+        return collate_packed([[tokens[i] for i in row] for row in rows], self.pad_id, self.decoder_start_id)
+
+
+def validation_examples(mixture: Any, n: int) -> list[Example]:
+    """A fixed validation set: the first rows of each training task's validation split, templates in turn."""
+    from t2t.sources import load_rows
+
+    tasks = [e for e in mixture.entries if "validation" in e.task.splits]
+    if not tasks or n <= 0:
+        return []
+    per_task = max(1, n // len(tasks))
+    out: list[Example] = []
+    for entry in tasks:
+        try:
+            rows = load_rows(entry.task, "validation")
+        except T2TError:
+            continue
+        templates = list(entry.templates)
+        for i in range(min(per_task, len(rows))):
+            ex = entry.task.render(rows[i], i, templates[i % len(templates)])
+            if ex is not None:
+                out.append(ex)
+    return out
+
+
+def setup_model(cfg: FinetuneConfig, model_path: str) -> torch.nn.Module:
+    from t2t.loading import apply_lora, load_model
+
+    torch.manual_seed(cfg.train.seed)
+    model = load_model(model_path, cfg.model.attn_implementation, cfg.model.revision)
+    if cfg.lora.method == "lora":
+        model = apply_lora(model, cfg.lora.lora_r, cfg.lora.lora_alpha, cfg.lora.lora_dropout,
+                           cfg.lora.target_modules)
+    return model
+
+
+def train(cfg: FinetuneConfig) -> dict[str, Any]:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    from t2t.loading import load_tokenizer, resolve_model
+    from t2t.mixture import build_stream
+
+    # -- setup -------------------------------------------------------------------------------------
+    accelerator = Accelerator(mixed_precision=choose_precision(cfg), cpu=not torch.cuda.is_available())
+    rank, world, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    t = cfg.train
+    micro_batches = world * t.grad_accum
+    if t.batch_size % micro_batches:
+        raise T2TError(f"--batch-size {t.batch_size} must be a multiple of processes x --grad-accum "
+                       f"({world} x {t.grad_accum})")
+    out = prepare_output_dir(cfg, is_main)
+    accelerator.wait_for_everyone()
+    ckpt_root = out / "checkpoints"
+    start_step, resume_from = 0, None
+    if t.resume:
+        found = list_checkpoints(ckpt_root)
+        if not found:
+            raise T2TError(f"--resume: no complete checkpoint in {ckpt_root}; run without --resume to start")
+        start_step, resume_from = found[-1]
+
+    set_seed(t.seed)
+    stream = build_stream(cfg.data.mixture, heldout=cfg.data.heldout, seed=t.seed,
+                          task_dirs=cfg.data.task_dir, mixture_dirs=cfg.data.mixture_dir)
+    model_path = resolve_model(cfg.model.model, cfg.data.task_dir)
+    tokenizer = load_tokenizer(model_path, cfg.model.revision)
+    model = setup_model(cfg, model_path)
+    base_config = getattr(model, "config", None)
+    decoder_start = getattr(base_config, "decoder_start_token_id", None)
+    batcher = Batcher(tokenizer, cfg, decoder_start if decoder_start is not None else 0)
+    val_examples = validation_examples(stream.mixture, t.eval_examples) if t.eval_steps else []
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    scheduler = get_scheduler({"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+                              [t.schedule], optimizer, num_warmup_steps=t.warmup_steps,
+                              num_training_steps=t.max_steps)
+    loss_module, optimizer = accelerator.prepare(Seq2SeqLoss(model), optimizer)
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, model, optimizer, rank, world)
+        scheduler.load_state_dict(state["scheduler"])
+        stream.load_state_dict(state["stream"])
+        if is_main:
+            print(f"resuming from {resume_from} (step {start_step})", flush=True)
+    manifest = stream.manifest()
+    if is_main:
+        n_trainable = sum(p.numel() for p in params)
+        n_total = sum(p.numel() for p in model.parameters())
+        _write_json_atomic(out / "config.json", {**cfg.to_dict(), "resolved_model": model_path})
+        _write_json_atomic(out / "manifest.json", manifest)
+        _write_json_atomic(out / "versions.json", {**library_versions(), "processes": world,
+                                                   "trainable_params": n_trainable, "total_params": n_total})
+
+    # -- train -------------------------------------------------------------------------------------
+    logger = MetricsLogger(out, is_main, t.progress, start_step, t.max_steps, t.log_steps)
+    loss_module.train()
+    for step in range(start_step, t.max_steps):
+        draws = stream.draws(step * t.batch_size, t.batch_size)
+        if len(draws) < t.batch_size:
+            raise T2TError(f"the mixture stream ended at step {step} (stop policy '{stream.stop}')")
+        tokens = batcher.tokenize([d.example for d in draws])
+        global_tokens = sum(len(x["labels"]) for x in tokens)
+        per_micro = t.batch_size // micro_batches
+        mine = [tokens[j * per_micro:(j + 1) * per_micro] for j in range(rank, micro_batches, world)]
+        step_loss = torch.zeros((), device=accelerator.device)
+        real_tokens = 0
+        for k, micro in enumerate(mine):
+            batch = {key: v.to(accelerator.device) for key, v in batcher.collate(micro).items()}
+            real_tokens += int((batch["input_ids"] != batcher.pad_id).sum()) + int((batch["labels"] >= 0).sum())
+            sync = contextlib.nullcontext() if k == len(mine) - 1 else accelerator.no_sync(loss_module)
+            with sync, accelerator.autocast():
+                loss_sum, _ = loss_module(batch)
+                loss = loss_sum * (world / global_tokens)
+            accelerator.backward(loss)
+            step_loss += loss_sum.detach()
+        step_loss = accelerator.reduce(step_loss, reduction="sum") / global_tokens
+        if not torch.isfinite(step_loss):
+            last = list_checkpoints(ckpt_root)
+            raise T2TError(f"training stopped: the loss is {step_loss.item()} at step {step + 1}; nothing was "
+                           f"saved from this step (last good checkpoint: {last[-1][1] if last else 'none'}); "
+                           "lower --lr or check the data of this step")
+        grad_norm = (accelerator.clip_grad_norm_(params, t.max_grad_norm) if t.max_grad_norm > 0 else None)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        logger.step(done, float(step_loss), scheduler.get_last_lr()[0],
+                    float(grad_norm) if grad_norm is not None else None, real_tokens * world)
+        if t.eval_steps and val_examples and (done % t.eval_steps == 0 or done == t.max_steps):
+            logger.log(done, {"val_loss": evaluate_loss(loss_module, batcher, val_examples, accelerator)})
+        if (t.save_steps and done % t.save_steps == 0) or done == t.max_steps:
+            state = {"scheduler": scheduler.state_dict(), "stream": stream.state_dict(done * t.batch_size),
+                     "config": cfg.to_dict(), "loss": float(step_loss)}
+            save_checkpoint(ckpt_root, done, model, optimizer, state, t.keep_checkpoints, rank, world,
+                            accelerator.wait_for_everyone if world > 1 else None)
+    logger.close()
+
+    # -- save --------------------------------------------------------------------------------------
+    adapter_dir = out / ("adapter" if cfg.lora.method == "lora" else "model")
+    if is_main:
+        save_final(model, tokenizer, adapter_dir, merge_dir=out / "merged" if t.merge else None)
+    accelerator.wait_for_everyone()
+    heldout = [h["name"] for h in manifest["heldout"]["tasks"]]
+    return {"is_main": is_main, "adapter_dir": str(adapter_dir), "heldout": heldout, "output_dir": str(out)}
+
+
+@torch.no_grad()
+def evaluate_loss(loss_module: torch.nn.Module, batcher: Batcher, examples: Sequence[Example],
+                  accelerator: Any, chunk: int = 64) -> float:
+    loss_module.eval()
+    total = torch.zeros((), device=accelerator.device, dtype=torch.float64)
+    tokens = 0
+    rank, world = accelerator.process_index, accelerator.num_processes
+    for start in range(rank * chunk, len(examples), chunk * world):
+        toks = batcher.tokenize(examples[start:start + chunk])
+        batch = {k: v.to(accelerator.device) for k, v in batcher.collate(toks).items()}
+        with accelerator.autocast():
+            loss_sum, n = loss_module(batch)
+        total += loss_sum.double()
+        tokens += int(n)
+    loss_module.train()
+    total = accelerator.reduce(total, reduction="sum")
+    count = accelerator.reduce(torch.tensor(float(tokens), device=accelerator.device), reduction="sum")
+    return float(total / count.clamp(min=1))
+
+
+def save_final(model: torch.nn.Module, tokenizer: Any, out: Path, merge_dir: Path | None = None) -> None:
+    """Write the adapter (or model) into a temp folder, then rename it into place."""
+    import shutil
+
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    if merge_dir is not None and hasattr(model, "merge_and_unload"):
+        import copy
+
+        merged = copy.deepcopy(model).merge_and_unload()
+        tmp = merge_dir.with_name(f".{merge_dir.name}.tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        merged.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        if merge_dir.exists():
+            shutil.rmtree(merge_dir)
+        os.replace(tmp, merge_dir)
+
+
+class MetricsLogger:
+    """Progress bar (loss, tokens/s, ETA), metrics.jsonl and TensorBoard, on the main process only."""
+
+    def __init__(self, out: Path, active: bool, progress: bool, start: int, total: int, every: int) -> None:
+        self.active, self.out, self.every, self.total = active, out, every, total
+        self.bar = self.tb = self.file = None
+        self.t0, self.tokens, self.last_loss = time.perf_counter(), 0, math.nan
+        if not active:
+            return
+        self.file = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tb"))
+        except ImportError:
+            self.tb = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True)
+
+    def step(self, step: int, loss: float, lr: float, grad_norm: float | None, tokens: int) -> None:
+        if not self.active:
+            return
+        self.tokens += tokens
+        elapsed = time.perf_counter() - self.t0
+        tps = self.tokens / max(elapsed, 1e-9)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}")
+        if step % self.every == 0 or step == self.total:
+            self.log(step, {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tps})
+
+    def log(self, step: int, values: dict[str, float | None]) -> None:
+        if not self.active:
+            return
+        record = {"step": step, **{k: v for k, v in values.items() if v is not None}}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step":
+                    self.tb.add_scalar(f"train/{key}", value, step)
+        if "val_loss" in values and self.bar is not None:
+            self.bar.write(f"step {step}: val_loss {values['val_loss']:.4f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.file is not None:
+            self.file.close()
