@@ -105,6 +105,9 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     if t.batch_size % micro_batches:
         raise T2TError(f"--batch-size {t.batch_size} must be a multiple of processes x --grad-accum "
                        f"({world} x {t.grad_accum})")
+    # The mixture is checked (held-out leakage, unknown names) before anything is written.
+    stream = build_stream(cfg.data.mixture, heldout=cfg.data.heldout, seed=t.seed,
+                          task_dirs=cfg.data.task_dir, mixture_dirs=cfg.data.mixture_dir)
     out = prepare_output_dir(cfg, is_main)
     accelerator.wait_for_everyone()
     ckpt_root = out / "checkpoints"
@@ -116,8 +119,6 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
         start_step, resume_from = found[-1]
 
     set_seed(t.seed)
-    stream = build_stream(cfg.data.mixture, heldout=cfg.data.heldout, seed=t.seed,
-                          task_dirs=cfg.data.task_dir, mixture_dirs=cfg.data.mixture_dir)
     model_path = resolve_model(cfg.model.model, cfg.data.task_dir)
     tokenizer = load_tokenizer(model_path, cfg.model.revision)
     model = setup_model(cfg, model_path)
@@ -155,21 +156,7 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
         if len(draws) < t.batch_size:
             raise T2TError(f"the mixture stream ended at step {step} (stop policy '{stream.stop}')")
         tokens = batcher.tokenize([d.example for d in draws])
-        global_tokens = sum(len(x["labels"]) for x in tokens)
-        per_micro = t.batch_size // micro_batches
-        mine = [tokens[j * per_micro:(j + 1) * per_micro] for j in range(rank, micro_batches, world)]
-        step_loss = torch.zeros((), device=accelerator.device)
-        real_tokens = 0
-        for k, micro in enumerate(mine):
-            batch = {key: v.to(accelerator.device) for key, v in batcher.collate(micro).items()}
-            real_tokens += int((batch["input_ids"] != batcher.pad_id).sum()) + int((batch["labels"] >= 0).sum())
-            sync = contextlib.nullcontext() if k == len(mine) - 1 else accelerator.no_sync(loss_module)
-            with sync, accelerator.autocast():
-                loss_sum, _ = loss_module(batch)
-                loss = loss_sum * (world / global_tokens)
-            accelerator.backward(loss)
-            step_loss += loss_sum.detach()
-        step_loss = accelerator.reduce(step_loss, reduction="sum") / global_tokens
+        step_loss, real_tokens = backward_global_batch(loss_module, batcher, tokens, t.grad_accum, accelerator)
         if not torch.isfinite(step_loss):
             last = list_checkpoints(ckpt_root)
             raise T2TError(f"training stopped: the loss is {step_loss.item()} at step {step + 1}; nothing was "
@@ -198,6 +185,33 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     heldout = [h["name"] for h in manifest["heldout"]["tasks"]]
     return {"is_main": is_main, "adapter_dir": str(adapter_dir), "heldout": heldout, "output_dir": str(out)}
+
+
+def backward_global_batch(loss_module: torch.nn.Module, batcher: Batcher, tokens: Sequence[dict[str, list[int]]],
+                          grad_accum: int, accelerator: Any) -> tuple[torch.Tensor, int]:
+    """Accumulate the gradients of one global batch on this process; return (mean loss, real tokens).
+
+    The global batch is cut into processes x grad_accum micro-batches; this process takes every
+    world-th one. Each micro-batch's loss sum is divided by the target tokens of the whole global
+    batch (times the process count, which DDP's gradient averaging divides out again).
+    """
+    rank, world = accelerator.process_index, accelerator.num_processes
+    micro_batches = world * grad_accum
+    global_tokens = sum(len(x["labels"]) for x in tokens)
+    per_micro = len(tokens) // micro_batches
+    mine = [tokens[j * per_micro:(j + 1) * per_micro] for j in range(rank, micro_batches, world)]
+    step_loss = torch.zeros((), device=accelerator.device)
+    real_tokens = 0
+    for k, micro in enumerate(mine):
+        batch = {key: v.to(accelerator.device) for key, v in batcher.collate(micro).items()}
+        real_tokens += int((batch["input_ids"] != batcher.pad_id).sum()) + int((batch["labels"] >= 0).sum())
+        sync = contextlib.nullcontext() if k == len(mine) - 1 else accelerator.no_sync(loss_module)
+        with sync, accelerator.autocast():
+            loss_sum, _ = loss_module(batch)
+            loss = loss_sum * (world / global_tokens)
+        accelerator.backward(loss)
+        step_loss += loss_sum.detach()
+    return accelerator.reduce(step_loss, reduction="sum") / global_tokens, real_tokens
 
 
 @torch.no_grad()
