@@ -63,6 +63,8 @@ def _generated(task: Task, source_split: str) -> datasets.Dataset:
 
 def load_rows(task: Task, split: str) -> datasets.Dataset:
     """The rows of one split of a task (after its per-split ``limit``)."""
+    # Loading local files must not ping the hub for download counts (it stalls offline).
+    datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
     if split not in task.splits:
         raise T2TError(f"task '{task.name}' has no split '{split}' (splits: {', '.join(task.splits)}; "
                        f"see the 'splits' field of {task.path})")
