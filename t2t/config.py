@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
+import reprlib
 import types
 import typing
 from collections.abc import Sequence
@@ -20,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from t2t import yamlsafe
 from t2t.errors import T2TError
 
 DEFAULT_MODEL = "t2t-tiny"
@@ -122,6 +125,8 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     try:
         if origin is tuple:
             items = [v for v in str(value).split(",") if v.strip()] if isinstance(value, str) else list(value or [])
+            if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in items):
+                raise ValueError(value)
             return tuple(str(v).strip() for v in items)
         if kind is bool:
             if isinstance(value, bool):
@@ -136,10 +141,16 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
             raise ValueError(value)
         if kind in (int, float) and isinstance(value, bool):
             raise ValueError(value)
-        return kind(value)
-    except (TypeError, ValueError):
+        # str() accepts anything: a list or null must not become the text "[1, 2]" or "None"
+        if kind is str and not isinstance(value, (str, int, float)):
+            raise ValueError(value)
+        out = kind(value)
+        if kind is float and not math.isfinite(out):
+            raise ValueError(value)
+        return out
+    except (TypeError, ValueError, OverflowError):
         name = getattr(kind, "__name__", str(kind))
-        raise T2TError(f"option '{where}': expected {name}, got {value!r}") from None
+        raise T2TError(f"option '{where}': expected {name}, got {reprlib.repr(value)}") from None
 
 
 def _index() -> dict[str, tuple[str, str, Any]]:
@@ -196,7 +207,8 @@ def validate(config: FinetuneConfig) -> None:
         (t.schedule in ("linear", "cosine", "constant"), "schedule must be linear, cosine or constant"),
         (t.max_steps > 0, "max_steps must be positive"),
         (t.batch_size > 0 and t.grad_accum > 0, "batch_size and grad_accum must be positive"),
-        (t.batch_size % t.grad_accum == 0, "batch_size must be a multiple of grad_accum"),
+        (t.grad_accum > 0 and t.batch_size % t.grad_accum == 0,
+         "batch_size must be a multiple of grad_accum"),
         (t.lr > 0, "lr must be positive"),
         (lo.lora_r > 0, "lora_r must be positive"),
         (0 <= lo.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
@@ -204,7 +216,8 @@ def validate(config: FinetuneConfig) -> None:
         (d.pack_input_len >= d.max_input_len, "pack_input_len must be >= max_input_len"),
         (d.pack_target_len >= d.max_target_len, "pack_target_len must be >= max_target_len"),
         (t.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
-        (t.save_steps >= 0 and t.eval_steps >= 0 and t.log_steps > 0, "save/eval steps >= 0, log_steps > 0"),
+        (t.save_steps >= 0 and t.eval_steps >= 0 and t.log_steps > 0,
+         "save_steps and eval_steps must be >= 0, log_steps > 0"),
     ]
     for ok, message in checks:
         if not ok:
@@ -214,11 +227,13 @@ def validate(config: FinetuneConfig) -> None:
 def load_yaml(path: str) -> dict[str, Any]:
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        data = yamlsafe.safe_load(p.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise T2TError(f"--config {path}: no such file") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise T2TError(f"--config {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    except OSError as exc:
+        raise T2TError(f"--config {path}: cannot read: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
         raise T2TError(f"--config {path}: expected a mapping of options")
     return data

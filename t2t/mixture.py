@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
+from t2t import yamlsafe
 from t2t.errors import T2TError, run_cli
 from t2t.registry import TaskRegistry, suggest
 from t2t.templates import Task
@@ -114,7 +115,10 @@ def mixing_rates(sizes: Mapping[str, int], strategy: str, cap: int | None = None
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite number of sane size: .inf, .nan or a 400-digit cap would break the rate arithmetic."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) < 1e15  # false for nan too
 
 
 # -- mixture files --------------------------------------------------------------------------------
@@ -190,12 +194,17 @@ class MixtureSpec:
     def from_file(cls, path: str | os.PathLike[str]) -> MixtureSpec:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yamlsafe.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
             problem = getattr(exc, "problem", None) or exc
             raise T2TError(f"{where}: bad YAML in mixture file: {problem}") from None
+        except UnicodeDecodeError as exc:
+            raise T2TError(f"{path}: mixture file is not UTF-8 text ({exc.reason} at byte {exc.start})"
+                           ) from None
+        except OSError as exc:
+            raise T2TError(f"{path}: cannot read the mixture file: {exc.strerror or exc}") from None
         return cls.from_dict(data if data is not None else {}, path.stem, path)
 
     @classmethod

@@ -28,8 +28,8 @@ import difflib
 import hashlib
 import random
 import re
+import reprlib
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +37,12 @@ from typing import Any
 
 import jinja2
 import yaml
-from jinja2 import StrictUndefined, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2 import nodes
+from jinja2.sandbox import SecurityError
 
+from t2t import yamlsafe
 from t2t.errors import TaskFileError
+from t2t.sandbox import Helper, T2TSandbox
 
 SEPARATOR = "|||"
 SPLITS = ("train", "validation", "test")
@@ -50,18 +52,43 @@ KNOWN_FIELDS = {
 }
 KNOWN_METRICS = ("accuracy", "exact_match", "squad_em", "f1", "rouge_l", "bleu")
 TEMPLATE_META_FIELDS = {"inverted", "description"}
-# Limits that stop a hostile or runaway template instead of letting it eat the machine.
-MAX_OUTPUT_CHARS = 100_000
-MAX_RANGE_ITEMS = 100_000  # summed over every range() call of one render
-MAX_RENDER_SECONDS = 2.0
-MAX_BINOP_RESULT = 100_000  # longest sequence a '*' may build
-
 _BLOCK_RE = re.compile(
     r"\{%(?P<lt>-?)\s*block\s+(?P<name>\w+)\s*(?:scoped\s*)?(?:required\s*)?-?%\}"
     r"(?P<body>.*?)"
     r"\{%-?\s*endblock(?:\s+(?P<endname>\w+))?\s*(?P<rt>-?)%\}",
     re.S,
 )
+_BLOCK_OPEN_RE = re.compile(r"\{%-?\s*block\s+(\w+)\s*(?:scoped\s*)?(?:required\s*)?-?%\}")
+_BLOCK_END_RE = re.compile(r"\{%-?\s*endblock(?:\s+\w+)?\s*-?%\}")
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_paths(v: Any) -> bool:
+    return isinstance(v, str) and v != "" or isinstance(v, list) and v != [] and all(
+        isinstance(p, str) and p for p in v)
+
+
+# Checks of the values in `source`, with what to write instead.
+_SOURCE_TYPES: dict[str, tuple[Any, str]] = {
+    "hf": (lambda v: isinstance(v, str) and v != "", "a dataset name"),
+    "config": (lambda v: v is None or isinstance(v, str), "a config name"),
+    "revision": (lambda v: v is None or isinstance(v, str), "a revision (branch, tag or commit)"),
+    "data_dir": (lambda v: v is None or isinstance(v, str), "a folder name"),
+    "trust_remote_code": (lambda v: isinstance(v, bool), "true or false"),
+    "files": (lambda v: _is_paths(v) or isinstance(v, dict) and v != {} and all(
+        _is_paths(p) for p in v.values()), "a path, a list of paths or {split: path(s)}"),
+    "format": (lambda v: v is None or isinstance(v, str), "json, csv or parquet"),
+    "generator": (lambda v: isinstance(v, str) and v != "", "a generator name"),
+    "sizes": (lambda v: isinstance(v, dict) and all(_is_count(n) and n >= 0 for n in v.values()),
+              "{split: number of rows}"),
+    "seed": (_is_count, "an integer"),
+}
+
+# What Jinja or Python raise, instead of a TemplateSyntaxError, on templates nested too deeply to compile.
+_TOO_DEEP = (RecursionError, SyntaxError, MemoryError)
 _UNDEFINED_RE = re.compile(r"'([^']+)' is undefined|has no attribute '([^']+)'")
 
 
@@ -84,63 +111,6 @@ class TemplateInfo:
     inverted: bool = False
     description: str = ""
     line: int = 0
-
-
-class _RenderBudget:
-    """Per-render limits on range() size, sequence repetition, output size and wall time."""
-
-    def __init__(self) -> None:
-        self.range_items = 0
-        self.deadline = time.monotonic() + MAX_RENDER_SECONDS
-
-
-class T2TSandbox(ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox with StrictUndefined and limits against runaway templates."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def __init__(self, search_path: Sequence[Path]) -> None:
-        super().__init__(
-            loader=jinja2.FileSystemLoader([str(p) for p in search_path]),
-            undefined=StrictUndefined,
-            autoescape=False,
-            keep_trailing_newline=True,
-            auto_reload=False,
-        )
-        self.budget: _RenderBudget | None = None
-        self.globals["range"] = self._range
-        # The default globals cycler/joiner/namespace/dict/lipsum are harmless in the immutable
-        # sandbox, but nothing in a prompt needs them: a smaller surface is easier to reason about.
-        for unused in ("cycler", "joiner", "lipsum"):
-            self.globals.pop(unused, None)
-
-    def _check_budget(self) -> None:
-        if self.budget is not None and time.monotonic() > self.budget.deadline:
-            raise SecurityError(f"render took longer than {MAX_RENDER_SECONDS:g}s")
-
-    def _range(self, *args: int) -> range:
-        rng = range(*args)
-        if self.budget is not None:
-            self.budget.range_items += len(rng)
-            if self.budget.range_items > MAX_RANGE_ITEMS:
-                raise SecurityError(f"range() over more than {MAX_RANGE_ITEMS} items in one render")
-            self._check_budget()
-        return rng
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**":
-            if isinstance(right, (int, float)) and abs(right) > 100:
-                raise SecurityError("exponent too large in template")
-            return left**right
-        for seq, times in ((left, right), (right, left)):
-            if isinstance(seq, (str, list, tuple)) and isinstance(times, int):
-                if len(seq) * times > MAX_BINOP_RESULT:
-                    raise SecurityError(f"sequence repetition longer than {MAX_BINOP_RESULT} items")
-        return left * right
-
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
-        __self._check_budget()
-        return super().call(__context, __obj, *args, **kwargs)
 
 
 def example_seed(seed: int, task: str, template: str, index: int) -> int:
@@ -166,7 +136,8 @@ def _seeded_helpers(rng: random.Random) -> dict[str, Any]:
     def randint(a: int, b: int) -> int:
         return rng.randint(a, b)
 
-    return {"shuffle": shuffle, "choice": choice, "randint": randint}
+    return {"shuffle": Helper("shuffle", shuffle), "choice": Helper("choice", choice),
+            "randint": Helper("randint", randint)}
 
 
 def _error_line(exc: BaseException, filename: str) -> int | None:
@@ -195,7 +166,7 @@ def split_front_matter(text: str, path: str) -> tuple[dict[str, Any], str, int]:
     if end is None:
         raise TaskFileError("the YAML front matter is not closed by a '---' line", path=path, line=1)
     try:
-        meta = yaml.safe_load("\n".join(lines[1:end])) or {}
+        meta = yamlsafe.safe_load("\n".join(lines[1:end])) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else None
@@ -221,6 +192,8 @@ class Task:
                 text = self.path.read_text(encoding="utf-8")
             except UnicodeDecodeError as exc:
                 raise TaskFileError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=p) from None
+            except OSError as exc:
+                raise TaskFileError(f"cannot read the task file: {exc.strerror or exc}", path=p) from None
         meta, body, offset = split_front_matter(text, p)
         self.meta = meta
         unknown = sorted(set(map(str, meta)) - KNOWN_FIELDS)
@@ -237,7 +210,10 @@ class Task:
         self.splits = self._splits()
         self.limit = self._limit()
         self.metrics = self._metrics()
-        self.tags = tuple(str(t) for t in meta.get("tags") or ())
+        tags = [meta["tags"]] if isinstance(meta.get("tags"), str) else meta.get("tags") or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+            raise self._err("tags must be a name or a list of names", field="tags")
+        self.tags = tuple(tags)
         self.example_rows = self._example_rows()
         self.env = env
         choices = meta.get("choices")
@@ -245,7 +221,13 @@ class Task:
                 isinstance(choices, list) and choices and all(isinstance(c, (str, int, float)) for c in choices))):
             raise TaskFileError("choices must be a non-empty list of strings or a Jinja string "
                                 "rendering 'a ||| b'", path=p, task=self.name, field="choices")
+        if isinstance(choices, list) and any(isinstance(c, bool) for c in choices):
+            raise self._err("unquoted yes/no/true/false/on/off are YAML booleans, not words; quote them: "
+                            "choices: [\"yes\", \"no\"]", field="choices")
         self._fixed_choices = tuple(str(c).strip() for c in choices) if isinstance(choices, list) else None
+        if self._fixed_choices is not None and (
+                "" in self._fixed_choices or len(set(self._fixed_choices)) < len(self._fixed_choices)):
+            raise self._err("choices must be distinct and not empty", field="choices")
         self._choices_tpl = self._compile_field("choices", choices) if isinstance(choices, str) else None
         self.has_choices = choices is not None
         self._answer_tpl = self._compile_field("answer", meta.get("answer"))
@@ -284,6 +266,9 @@ class Task:
         if extra:
             raise self._err(f"unknown key for a {kinds[0]} source; allowed: {', '.join(sorted(allowed))}",
                             field=f"source.{extra[0]}")
+        for key, value in source.items():
+            if key in _SOURCE_TYPES and not _SOURCE_TYPES[key][0](value):
+                raise self._err(f"must be {_SOURCE_TYPES[key][1]}", field=f"source.{key}")
         return dict(source)
 
     def _splits(self) -> dict[str, str]:
@@ -298,7 +283,7 @@ class Task:
 
     def _limit(self) -> dict[str, int]:
         limit = self.meta.get("limit") or {}
-        if not isinstance(limit, dict) or not all(isinstance(v, int) and v > 0 for v in limit.values()):
+        if not isinstance(limit, dict) or not all(_is_count(v) and v > 0 for v in limit.values()):
             raise self._err("limit maps split names to positive example counts, e.g. {train: 30000}",
                             field="limit")
         return {str(k): int(v) for k, v in limit.items()}
@@ -332,12 +317,21 @@ class Task:
             return self.env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise self._err(f"bad Jinja: {exc.message}", field=key) from None
+        except _TOO_DEEP as exc:
+            raise self._err(f"Jinja too deeply nested to compile ({type(exc).__name__})", field=key) from None
 
     # -- body -------------------------------------------------------------------------------------
     def _compile_body(self, body: str, offset: int) -> None:
         p = str(self.path)
-        blocks = list(_BLOCK_RE.finditer(body))
         line_of = lambda pos: offset + body.count("\n", 0, pos) + 1  # noqa: E731
+        # An opening after the last endblock never matches _BLOCK_RE, and each one would make the
+        # regex rescan the rest of the file: refuse it first, so that loading stays linear.
+        ends = [m.end() for m in _BLOCK_END_RE.finditer(body)]
+        unclosed = _BLOCK_OPEN_RE.search(body, ends[-1] if ends else 0)
+        if unclosed:
+            raise self._err(f"{{% block {unclosed.group(1)} %}} is not closed by {{% endblock %}}",
+                            template=unclosed.group(1), line=line_of(unclosed.start()))
+        blocks = list(_BLOCK_RE.finditer(body))
         if not blocks:
             raise self._err("no templates: write each prompt as {% block NAME %} input ||| target "
                             "{% endblock %}", line=offset + 1)
@@ -347,6 +341,8 @@ class Task:
             outside_ast = self.env.parse(outside)
         except jinja2.TemplateSyntaxError as exc:
             raise self._err(f"bad Jinja: {exc.message}", line=offset + (exc.lineno or 1)) from None
+        except _TOO_DEEP as exc:
+            raise self._err(f"Jinja too deeply nested to compile ({type(exc).__name__})") from None
         for node in outside_ast.body:
             if isinstance(node, nodes.Output) and any(
                     not (isinstance(n, nodes.TemplateData) and not n.data.strip()) for n in node.nodes):
@@ -386,11 +382,16 @@ class Task:
                 code = self.env.compile(source, name=f"{self.name}:{name}", filename=p)
             except jinja2.TemplateSyntaxError as exc:
                 raise self._err(f"bad Jinja: {exc.message}", template=name, line=exc.lineno) from None
+            except _TOO_DEEP as exc:
+                raise self._err(f"Jinja too deeply nested to compile ({type(exc).__name__})",
+                                template=name) from None
             self._templates[name] = self.env.template_class.from_code(
                 self.env, code, self.env.make_globals(None), None)
             settings = meta_templates.get(name) or {}
-            if not isinstance(settings, dict) or set(settings) - TEMPLATE_META_FIELDS:
-                raise self._err(f"template settings allow only {sorted(TEMPLATE_META_FIELDS)}",
+            if not isinstance(settings, dict) or set(settings) - TEMPLATE_META_FIELDS or not isinstance(
+                    settings.get("inverted", False), bool):
+                raise self._err(f"template settings allow only {sorted(TEMPLATE_META_FIELDS)} "
+                                "(inverted: true or false)",
                                 field=f"templates.{name}")
             self.templates[name] = TemplateInfo(name, bool(settings.get("inverted", False)),
                                                 str(settings.get("description", "")), line_of(m.start()))
@@ -423,15 +424,8 @@ class Task:
         return "files:" + ",".join(sorted({str((self.path.parent / str(f)).resolve()) for f in flat}))
 
     def _run(self, tpl: jinja2.Template, ctx: dict[str, Any], template: str | None, field: str | None) -> str:
-        self.env.budget = _RenderBudget()
         try:
-            out, size = [], 0
-            for chunk in tpl.generate(ctx):
-                size += len(chunk)
-                if size > MAX_OUTPUT_CHARS:
-                    raise SecurityError(f"output longer than {MAX_OUTPUT_CHARS} characters")
-                out.append(chunk)
-            return "".join(out)
+            return self.env.render_bounded(tpl, ctx)
         except TaskFileError:
             raise
         except Exception as exc:  # any failure inside a user template is the template's error
@@ -440,8 +434,6 @@ class Task:
             hint = f" (row fields: {', '.join(sorted(map(str, ctx.get('row', {}))))})" if missing else ""
             raise self._err(f"{kind}: {exc}{hint}", template=template, field=missing or field,
                             line=_error_line(exc, str(self.path)) if template else None) from None
-        finally:
-            self.env.budget = None
 
     def choices_for(self, row: Mapping[str, Any]) -> tuple[str, ...] | None:
         if self._fixed_choices is not None:
@@ -459,6 +451,9 @@ class Task:
         """
         if not isinstance(row, Mapping):
             raise self._err(f"a row must be a mapping of fields, got {type(row).__name__}", template=template)
+        if not all(isinstance(k, str) for k in row):
+            bad = next(k for k in row if not isinstance(k, str))
+            raise self._err(f"row field names must be strings, got {reprlib.repr(bad)}", template=template)
         template = template or next(iter(self.templates))
         if template not in self._templates:
             near = difflib.get_close_matches(template, self.template_names, n=3)
@@ -469,7 +464,8 @@ class Task:
         base = {**row, "row": row, "task_name": self.name, "template_name": template}
         if choices is not None:
             base["choices"] = list(choices)
-        answer = self._run(self._answer_tpl, base, None, "answer").strip() if self._answer_tpl else None
+        answer_ctx = {**base, "choices": _AnswerChoices(choices)} if choices is not None else base
+        answer = self._run(self._answer_tpl, answer_ctx, None, "answer").strip() if self._answer_tpl else None
         if answer is not None:
             base["answer"] = answer
         rng = random.Random(example_seed(seed, self.name, template, index))
@@ -497,6 +493,24 @@ class Task:
 
     def __repr__(self) -> str:
         return f"Task({self.name!r}, cluster={self.cluster!r}, templates={self.template_names})"
+
+
+class _AnswerChoices(list):
+    """The choices as ``answer`` sees them: ``choices[-1]`` is an error, not silently the last choice
+    (-1 is how GLUE and many other datasets mark a row without a label)."""
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return super().__getitem__(i)
+        if not isinstance(i, int):  # bools are fine: BoolQ-style labels index ["no", "yes"]
+            raise ValueError(f"choices[{reprlib.repr(i)}]: a label must be an integer index into the "
+                             f"{len(self)} choices, got {type(i).__name__}")
+        if i < 0:
+            raise ValueError(f"choices[{i}]: a negative label picks no choice; -1 usually marks an "
+                             "unlabelled row (a test split?)")
+        if i >= len(self):
+            raise ValueError(f"choices[{i}]: there are only {len(self)} choices")
+        return super().__getitem__(i)
 
 
 @dataclass
