@@ -47,8 +47,9 @@ _BART_FAMILY = ("bart", "mbart", "plbart", "marian", "pegasus", "blenderbot", "b
 _BART_LINEAR = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
 
 
-def unwrap_model(model: torch.nn.Module) -> Any:
-    """The Hugging Face model inside peft / DDP / ``torch.compile`` wrappers."""
+def _wrappers(model: Any) -> list[Any]:
+    """``model`` and every model inside it, through peft / DDP / ``torch.compile`` wrappers."""
+    chain = [model]
     while True:
         if hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
             model = model.get_base_model()
@@ -57,10 +58,17 @@ def unwrap_model(model: torch.nn.Module) -> Any:
         elif hasattr(model, "_orig_mod"):
             model = model._orig_mod
         else:
-            return model
+            return chain
+        chain.append(model)
 
 
-def seq2seq_loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def unwrap_model(model: torch.nn.Module) -> Any:
+    """The Hugging Face model inside peft / DDP / ``torch.compile`` wrappers."""
+    return _wrappers(model)[-1]
+
+
+def seq2seq_loss_sum(model: torch.nn.Module,
+                     batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sum of target-token cross-entropies in fp32, number of target tokens)`` for one batch.
 
     Packed batches have ``encoder_segment_ids``; padded ones have ``attention_mask``. Labels are -100
@@ -98,11 +106,16 @@ def segment_mask(query_segments: torch.Tensor, key_segments: torch.Tensor, causa
 
 
 def _packed_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    base = unwrap_model(model)
+    chain = _wrappers(model)
+    base = chain[-1]
+    if any(getattr(getattr(m, "active_peft_config", None), "is_prompt_learning", False) for m in chain):
+        raise T2TError("--packing: prompt/prefix-tuning adapters add virtual tokens that packed rows do not "
+                       "mask; use LoRA, or pass --packing false")
     config = base.config
     if config.model_type not in PACKABLE_MODEL_TYPES:
         raise T2TError(f"--packing: {config.model_type} models cannot train on packed rows (their absolute "
-                       f"positions cannot restart per example; packing needs {', '.join(PACKABLE_MODEL_TYPES)}); "
+                       "positions cannot restart per example; packing needs "
+                       f"{', '.join(PACKABLE_MODEL_TYPES)}); "
                        "pass --packing false to train on padded, length-grouped batches")
     impl = config._attn_implementation
     if impl not in _PACKED_ATTENTION:
@@ -129,7 +142,8 @@ def lora_target_modules(model_or_config: Any) -> list[str]:
     config = getattr(unwrap_model(model_or_config), "config", model_or_config)
     model_type = getattr(config, "model_type", None)
     if model_type in _T5_FAMILY:
-        gated = getattr(config, "is_gated_act", str(getattr(config, "feed_forward_proj", "")).startswith("gated"))
+        gated = getattr(config, "is_gated_act",
+                        str(getattr(config, "feed_forward_proj", "")).startswith("gated"))
         return ["q", "k", "v", "o", "wi_0", "wi_1", "wo"] if gated else ["q", "k", "v", "o", "wi", "wo"]
     if model_type in _BART_FAMILY:
         return list(_BART_LINEAR)

@@ -72,9 +72,10 @@ def pack(examples: Sequence[Example], max_input_len: int, max_target_len: int,
     lengths = [_lengths(ex) for ex in examples]
     for i, (n_in, n_out) in enumerate(lengths):
         if n_in > max_input_len or n_out > max_target_len or n_in == 0 or n_out == 0:
-            raise T2TError(f"example {i} has {n_in} input / {n_out} target tokens, which does not fit a packed "
-                           f"row of {max_input_len} / {max_target_len}: tokenize with max_input_len <= "
-                           f"{max_input_len} and max_target_len <= {max_target_len} (and non-empty text)")
+            raise T2TError(f"example {i} has {n_in} input / {n_out} target tokens, which does not fit a "
+                           f"packed row of {max_input_len} / {max_target_len}: tokenize with "
+                           f"max_input_len <= {max_input_len} and max_target_len <= {max_target_len} "
+                           "(and non-empty text)")
     rows: list[list[int]] = []
     room: list[list[int]] = []  # [input room, target room] per row
     if strategy == "greedy":
@@ -92,11 +93,9 @@ def pack(examples: Sequence[Example], max_input_len: int, max_target_len: int,
                                   -lengths[i][0], -lengths[i][1], i))
     for i in order:
         n_in, n_out = lengths[i]
-        for r, (left_in, left_out) in enumerate(room):
-            if n_in <= left_in and n_out <= left_out:
-                break
-        else:
-            r = len(rows)
+        r = next((r for r, (left_in, left_out) in enumerate(room) if n_in <= left_in and n_out <= left_out),
+                 len(rows))
+        if r == len(rows):
             rows.append([])
             room.append([max_input_len, max_target_len])
         rows[r].append(i)
@@ -106,7 +105,8 @@ def pack(examples: Sequence[Example], max_input_len: int, max_target_len: int,
 
 
 def iter_packed_rows(examples: Iterable[Example], max_input_len: int, max_target_len: int,
-                     buffer_size: int = 1024, strategy: str = "first_fit_decreasing") -> Iterator[list[Example]]:
+                     buffer_size: int = 1024,
+                     strategy: str = "first_fit_decreasing") -> Iterator[list[Example]]:
     """Pack a stream: collect ``buffer_size`` examples, pack them, yield their rows (lists of examples)."""
     if buffer_size < 1:
         raise T2TError(f"packing buffer_size must be at least 1, got {buffer_size}")
@@ -114,10 +114,12 @@ def iter_packed_rows(examples: Iterable[Example], max_input_len: int, max_target
     for ex in examples:
         buffer.append(ex)
         if len(buffer) == buffer_size:
-            yield from ([buffer[i] for i in row] for row in pack(buffer, max_input_len, max_target_len, strategy))
+            for row in pack(buffer, max_input_len, max_target_len, strategy):
+                yield [buffer[i] for i in row]
             buffer = []
     if buffer:
-        yield from ([buffer[i] for i in row] for row in pack(buffer, max_input_len, max_target_len, strategy))
+        for row in pack(buffer, max_input_len, max_target_len, strategy):
+            yield [buffer[i] for i in row]
 
 
 def _round_up(n: int, multiple: int) -> int:
