@@ -28,6 +28,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
 import torch
 
 from t2t.config import FinetuneConfig, add_arguments, config_from_args, parse_bool_flags

@@ -7,7 +7,6 @@ Only safetensors weights are read; remote code is never trusted unless asked for
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,7 @@ def offline_corpus(task_dirs: Sequence[str] = ()) -> Iterator[str]:
                 if ex is not None:
                     yield ex.input
                     yield ex.target
-            for choice in task.choices_for(row) or ():
-                yield choice
+            yield from task.choices_for(row) or ()
 
 
 def resolve_model(name: str, task_dirs: Sequence[str] = ()) -> str:
@@ -108,6 +106,3 @@ def load_adapter(model: torch.nn.Module, adapter_dir: str, name: str = "default"
         raise T2TError(f"--adapter {adapter_dir}: no adapter_model.safetensors (t2t reads only safetensors)")
     return PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=False)
 
-
-def hf_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "")

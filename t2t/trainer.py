@@ -39,21 +39,42 @@ class Batcher:
         self.tokenizer, self.data = tokenizer, cfg.data
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.decoder_start_id = decoder_start_id
+        budget = cfg.data.micro_batch_tokens
+        self.budget = budget if budget > 0 else (16384 if torch.cuda.is_available() else 1024)
 
     def tokenize(self, examples: Sequence[Example]) -> list[dict[str, list[int]]]:
         from t2t.tokens import tokenize_batch
 
         out = tokenize_batch({"input": [e.input for e in examples], "target": [e.target for e in examples]},
                              self.tokenizer, self.data.max_input_len, self.data.max_target_len)
-        return [{"input_ids": i, "labels": label} for i, label in zip(out["input_ids"], out["labels"])]
+        return [{"input_ids": i, "labels": label} for i, label in zip(out["input_ids"], out["labels"], strict=True)]
 
     def collate(self, tokens: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        """All of ``tokens`` as one batch: packed rows (or padded examples)."""
         from t2t.packing import collate_packed, collate_padded, pack
 
         if not self.data.packing:
             return collate_padded(tokens, self.pad_id, self.decoder_start_id)
         rows = pack(tokens, self.data.pack_input_len, self.data.pack_target_len)
         return collate_packed([[tokens[i] for i in row] for row in rows], self.pad_id, self.decoder_start_id)
+
+    def batches(self, tokens: Sequence[dict[str, list[int]]], budget: int) -> list[dict[str, torch.Tensor]]:
+        """``tokens`` as length-grouped batches of at most ``budget`` padded tokens each.
+
+        Packed rows (or examples) are sorted by length and cut under the budget, so that short rows are
+        not padded to the longest one (measured on CPU: +68% tokens/s and a third of the memory against
+        one batch of 512-token rows, benchmarks/README.md). The loss is a sum, so grouping changes nothing.
+        """
+        from t2t.packing import collate_packed, collate_padded, pack, token_budget_batches
+
+        if not self.data.packing:
+            return [collate_padded([tokens[i] for i in group], self.pad_id, self.decoder_start_id)
+                    for group in token_budget_batches(tokens, budget)]
+        rows = [[tokens[i] for i in row] for row in pack(tokens, self.data.pack_input_len, self.data.pack_target_len)]
+        flat = [{"input_ids": [t for ex in row for t in ex["input_ids"]],
+                 "labels": [t for ex in row for t in ex["labels"]]} for row in rows]
+        return [collate_packed([rows[i] for i in group], self.pad_id, self.decoder_start_id)
+                for group in token_budget_batches(flat, budget)]
 
 
 def validation_examples(mixture: Any, n: int) -> list[Example]:
@@ -200,12 +221,13 @@ def backward_global_batch(loss_module: torch.nn.Module, batcher: Batcher, tokens
     global_tokens = sum(len(x["labels"]) for x in tokens)
     per_micro = len(tokens) // micro_batches
     mine = [tokens[j * per_micro:(j + 1) * per_micro] for j in range(rank, micro_batches, world)]
+    batches = [b for micro in mine for b in batcher.batches(micro, batcher.budget)]
     step_loss = torch.zeros((), device=accelerator.device)
     real_tokens = 0
-    for k, micro in enumerate(mine):
-        batch = {key: v.to(accelerator.device) for key, v in batcher.collate(micro).items()}
+    for k, cpu_batch in enumerate(batches):
+        batch = {key: v.to(accelerator.device) for key, v in cpu_batch.items()}
         real_tokens += int((batch["input_ids"] != batcher.pad_id).sum()) + int((batch["labels"] >= 0).sum())
-        sync = contextlib.nullcontext() if k == len(mine) - 1 else accelerator.no_sync(loss_module)
+        sync = contextlib.nullcontext() if k == len(batches) - 1 else accelerator.no_sync(loss_module)
         with sync, accelerator.autocast():
             loss_sum, _ = loss_module(batch)
             loss = loss_sum * (world / global_tokens)

@@ -50,7 +50,8 @@ def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 
 
 def test_accumulation_and_packing_do_not_change_the_gradient(mixture_dir: Path) -> None:
-    """1 micro-batch of 8 = 4 accumulated micro-batches of 2 = 8 unpacked rows: same loss, same gradient."""
+    """One batch of 8 = 4 accumulated micro-batches of 2 = many small token-budget batches = 8 unpacked rows:
+    same loss, same gradient."""
     from accelerate import Accelerator
 
     from t2t.finetune import Seq2SeqLoss
@@ -63,8 +64,9 @@ def test_accumulation_and_packing_do_not_change_the_gradient(mixture_dir: Path) 
     tok = load_tokenizer(path)
     accelerator = Accelerator(cpu=True)
     results = []
-    for accum, packing in ((1, True), (4, True), (1, False), (8, False)):
-        cfg = build_config({"grad_accum": accum, "packing": packing, "batch_size": 8, "lora_dropout": 0.0})
+    for accum, packing, budget in ((1, True, 100_000), (4, True, 0), (1, True, 64), (1, False, 0), (8, False, 0)):
+        cfg = build_config({"grad_accum": accum, "packing": packing, "batch_size": 8, "lora_dropout": 0.0,
+                            "micro_batch_tokens": budget})
         model = setup_model(cfg, path)
         with torch.no_grad():  # non-zero LoRA B, so that every LoRA weight gets a gradient
             for name, p in model.named_parameters():

@@ -244,7 +244,8 @@ def test_every_broken_file_is_reported(tmp_path: Path) -> None:
 
 def test_duplicate_task_names_across_folders(tmp_path: Path) -> None:
     for sub in ("a", "b"):
-        write_task(tmp_path / sub, "same", "---\ncluster: c\nsource: {generator: x}\n---\n{% block t %}a ||| b{% endblock %}")
+        write_task(tmp_path / sub, "same",
+                   "---\ncluster: c\nsource: {generator: x}\n---\n{% block t %}a ||| b{% endblock %}")
     with pytest.raises(T2TError, match="duplicate task name"):
         TaskRegistry.load([tmp_path / "a", tmp_path / "b"], include_builtin=False)
 
