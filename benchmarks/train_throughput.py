@@ -102,7 +102,7 @@ DEFAULTS = {
         batch_size=16,
         steps=3,
         rounds=2,
-        variants="a_sdpa,b_eager,b_sdpa,c_now_1024,c_grouped_2048,c_pack256_1024,c_pack512_1024,"
+        variants="a_sdpa,b_eager,b_sdpa,c_now_512,c_now_1024,c_grouped_2048,c_pack256_1024,c_pack512_1024,"
         "c_pack512_2048",
     ),
     "base": dict(

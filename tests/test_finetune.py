@@ -64,9 +64,11 @@ def test_accumulation_and_packing_do_not_change_the_gradient(mixture_dir: Path) 
     tok = load_tokenizer(path)
     accelerator = Accelerator(cpu=True)
     results = []
-    for accum, packing, budget in ((1, True, 100_000), (4, True, 0), (1, True, 64), (1, False, 0), (8, False, 0)):
+    settings = [(1, True, 100_000, 512), (4, True, 0, 512), (1, True, 64, 512), (1, False, 0, 512),
+                (8, False, 0, 512), (1, True, 0, 24)]  # rows of 24/6 tokens: long examples get rows of their own
+    for accum, packing, budget, row in settings:
         cfg = build_config({"grad_accum": accum, "packing": packing, "batch_size": 8, "lora_dropout": 0.0,
-                            "micro_batch_tokens": budget})
+                            "micro_batch_tokens": budget, "pack_input_len": row, "pack_target_len": row // 4})
         model = setup_model(cfg, path)
         with torch.no_grad():  # non-zero LoRA B, so that every LoRA weight gets a gradient
             for name, p in model.named_parameters():
