@@ -446,13 +446,13 @@ def t2t_now(row_len: int, device: str, bf16: bool, model: torch.nn.Module) -> tu
 
 
 def now_padded_tokens(plan: Plan, batcher) -> int:
-    """Positions computed by t2t.trainer's step: each step packed into rows, padded to the longest row."""
+    """Positions computed by t2t.trainer's step: the batches its Batcher makes (packed rows, grouped under
+    the token budget), padding included."""
     total = 0
     for step in plan.steps:
         tokens = [plan.examples[row[0]] for row in step[0]]
-        rows = pack(tokens, batcher.data.pack_input_len, batcher.data.pack_target_len)
-        for key in ("input_ids", "labels"):
-            total += len(rows) * max(sum(len(tokens[i][key]) for i in row) for row in rows)
+        for batch in batcher.batches(tokens, batcher.budget):
+            total += batch["input_ids"].numel() + batch["labels"].numel()
     return total
 
 
