@@ -265,8 +265,8 @@ def evaluate_loss(loss_module: torch.nn.Module, batcher: Batcher, examples: Sequ
     return float(total / count.clamp(min=1))
 
 
-def save_final(model: torch.nn.Module, tokenizer: Any, out: Path, merge_dir: Path | None = None) -> None:
-    """Write the adapter (or model) into a temp folder, then rename it into place."""
+def _save_model_dir(model: torch.nn.Module, tokenizer: Any, out: Path) -> None:
+    """Write a model (or adapter) folder into a temp folder, then rename it into place."""
     import shutil
 
     tmp = out.with_name(f".{out.name}.tmp")
@@ -277,18 +277,15 @@ def save_final(model: torch.nn.Module, tokenizer: Any, out: Path, merge_dir: Pat
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
+
+
+def save_final(model: torch.nn.Module, tokenizer: Any, out: Path, merge_dir: Path | None = None) -> None:
+    """The adapter (or full model) folder, and with ``merge_dir`` the base with the adapter merged in."""
+    _save_model_dir(model, tokenizer, out)
     if merge_dir is not None and hasattr(model, "merge_and_unload"):
         import copy
 
-        merged = copy.deepcopy(model).merge_and_unload()
-        tmp = merge_dir.with_name(f".{merge_dir.name}.tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        merged.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        if merge_dir.exists():
-            shutil.rmtree(merge_dir)
-        os.replace(tmp, merge_dir)
+        _save_model_dir(copy.deepcopy(model).merge_and_unload(), tokenizer, merge_dir)
 
 
 class MetricsLogger:
