@@ -165,6 +165,7 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     loss_module, optimizer = accelerator.prepare(Seq2SeqLoss(model), optimizer)
     if resume_from is not None:
         state = load_checkpoint(resume_from, model, optimizer, rank, world)
+        check_same_run(state.get("config", {}), cfg, resume_from)
         scheduler.load_state_dict(state["scheduler"])
         stream.load_state_dict(state["stream"])
         if is_main:
@@ -215,6 +216,22 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     heldout = [h["name"] for h in manifest["heldout"]["tasks"]]
     return {"is_main": is_main, "adapter_dir": str(adapter_dir), "heldout": heldout, "output_dir": str(out)}
+
+
+# Options that may change between a run and its resumption: they do not change what is computed.
+RESUMABLE_CHANGES = {"resume", "overwrite", "progress", "output_dir"}
+
+
+def check_same_run(saved: dict[str, Any], cfg: FinetuneConfig, path: Path) -> None:
+    """A resumed run must use the config it was started with, or it would not continue exactly."""
+    now = cfg.to_dict()
+    changed = sorted(f"--{key.replace('_', '-')} {saved[section][key]!r:.40} -> {value!r:.40}"
+                     for section, values in now.items() for key, value in values.items()
+                     if key not in RESUMABLE_CHANGES and section in saved and key in saved[section]
+                     and saved[section][key] != value)
+    if changed:
+        raise T2TError(f"--resume: {path} was written with other options ({'; '.join(changed)}); resume with "
+                       "the original options (see config.json in the output folder) or start a new run")
 
 
 def backward_global_batch(loss_module: torch.nn.Module, batcher: Batcher, tokens: Sequence[dict[str, list[int]]],

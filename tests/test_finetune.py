@@ -96,6 +96,9 @@ def test_resume_continues_exactly(mixture_dir: Path, tmp_path: Path) -> None:
     for name in ("checkpoint-000004", "checkpoint-000006"):
         shutil.rmtree(resumed / "checkpoints" / name)
     shutil.rmtree(resumed / "adapter")
+    with pytest.raises(T2TError, match="other options.*--lr 0.003 -> 0.001"):
+        run(mixture_dir, resumed, max_steps=6, save_steps=2, keep_checkpoints=5, lora_dropout=0.1, resume=True,
+            lr=1e-3)
     run(mixture_dir, resumed, max_steps=6, save_steps=2, keep_checkpoints=5, lora_dropout=0.1, resume=True)
     assert max_diff(adapter(full), adapter(resumed)) == 0.0
     losses = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
