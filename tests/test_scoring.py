@@ -211,3 +211,16 @@ def test_generation_respects_max_new_tokens_beyond_default_max_length(tokenizer)
     short = generate_ids(model, tokenizer, inputs, max_new_tokens=3)
     assert all(len(x) <= 3 for x in short)
     assert [x[:3] for x in long] == short  # greedy: a shorter budget is a prefix
+
+
+def test_packed_choices_path_is_used_for_t5_and_matches_per_choice_rows(model, tokenizer, monkeypatch):
+    from t2t import scoring
+
+    assert scoring._packs_choices(model)  # T5: all choices of an input share one decoder row
+    inputs, choices = make_data(n=12, seed=5)
+    packed = score_choices(model, tokenizer, inputs, choices, batch_size=4)
+    monkeypatch.setattr(scoring, "_packs_choices", lambda m: False)  # the path any seq2seq model takes
+    per_choice = score_choices(model, tokenizer, inputs, choices, batch_size=4)
+    naive = score_choices_naive(model, tokenizer, inputs, choices)
+    assert flat(packed) == pytest.approx(flat(per_choice), abs=1e-4)
+    assert flat(packed) == pytest.approx(flat(naive), abs=1e-4)
