@@ -24,7 +24,7 @@ rate: {strategy: equal}
 
 def command(mixture_dir: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "t2t.finetune", "--mixture", "crash", "--mixture-dir", str(mixture_dir),
-            "--output-dir", str(out), "--max-steps", "12", "--batch-size", "8", "--save-steps", "1",
+            "--output-dir", str(out), "--max-steps", "40", "--batch-size", "8", "--save-steps", "1",
             "--keep-checkpoints", "2", "--eval-steps", "0", "--no-progress", "--lora-dropout", "0.1", *extra]
 
 
@@ -56,7 +56,7 @@ def test_kill_minus_nine_and_resume_gives_the_uninterrupted_adapter(tmp_path: Pa
                 if now - before:
                     break
                 time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.6))
+            time.sleep(rng.uniform(0.0, 0.3))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
