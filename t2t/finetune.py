@@ -98,6 +98,14 @@ def choose_precision(cfg: FinetuneConfig) -> str:
     return "bf16" if (wanted == "bf16" or (wanted == "auto" and bf16_ok)) else "no"
 
 
+def _python() -> str:
+    """The interpreter that ran this, as a command a user can paste (``.venv/bin/python`` after make)."""
+    import os
+
+    rel = os.path.relpath(sys.executable)
+    return rel if not rel.startswith("..") else sys.executable
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m t2t.finetune", description=__doc__.split("\n\n")[0],
@@ -113,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         adapter = result["adapter_dir"]
         heldout = ",".join(result["heldout"]) if result.get("heldout") else ""
         print(f"\nadapter saved in {adapter}")
-        cmd = f"python -m t2t.evaluate --adapter {adapter}"
+        cmd = f"{_python()} -m t2t.evaluate --adapter {adapter}"
         if cfg.data.mixture:
             cmd += f" --mixture {cfg.data.mixture}"
         if cfg.data.heldout:
