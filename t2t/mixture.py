@@ -56,7 +56,7 @@ import yaml
 
 from t2t import yamlsafe
 from t2t.errors import T2TError, run_cli
-from t2t.registry import TaskRegistry, suggest
+from t2t.registry import TaskRegistry, search_dirs, suggest
 from t2t.templates import Task
 
 if TYPE_CHECKING:
@@ -351,16 +351,8 @@ class MixtureSpec:
 
 def mixture_dirs(extra: Sequence[str | os.PathLike[str]] = (), include_builtin: bool = True) -> list[Path]:
     """The folders searched for mixture files, in order: built-in, ``T2T_MIXTURE_PATH``, ``--mixture-dir``."""
-    dirs = [BUILTIN_MIXTURES] if include_builtin and BUILTIN_MIXTURES.is_dir() else []
-    dirs += [Path(p) for p in os.environ.get("T2T_MIXTURE_PATH", "").split(os.pathsep) if p]
-    dirs += [Path(p) for p in extra]
-    out: list[Path] = []
-    for d in dirs:
-        if not d.is_dir():
-            raise T2TError(f"mixture folder '{d}' does not exist (from --mixture-dir or T2T_MIXTURE_PATH)")
-        if d.resolve() not in [o.resolve() for o in out]:
-            out.append(d)
-    return out
+    return search_dirs(BUILTIN_MIXTURES if include_builtin else None, "T2T_MIXTURE_PATH", extra, "--mixture-dir",
+                       "mixture")
 
 
 class MixtureRegistry:

@@ -18,19 +18,26 @@ from t2t.templates import T2TSandbox, Task
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
-def task_dirs(extra: Sequence[str | os.PathLike[str]] = (), include_builtin: bool = True) -> list[Path]:
-    """The folders searched for task files, in order, without duplicates."""
-    dirs: list[Path] = [BUILTIN_TEMPLATES] if include_builtin and BUILTIN_TEMPLATES.is_dir() else []
-    env = os.environ.get("T2T_TASK_PATH", "")
-    dirs += [Path(p) for p in env.split(os.pathsep) if p]
+def search_dirs(builtin: Path | None, env_var: str, extra: Sequence[str | os.PathLike[str]], flag: str,
+                what: str) -> list[Path]:
+    """Folders to search, in order: ``builtin``, those on ``env_var`` (``os.pathsep``-separated), ``extra``;
+    without duplicates. A missing folder is an error naming where it came from."""
+    dirs: list[Path] = [builtin] if builtin is not None and builtin.is_dir() else []
+    dirs += [Path(p) for p in os.environ.get(env_var, "").split(os.pathsep) if p]
     dirs += [Path(p) for p in extra]
     out: list[Path] = []
     for d in dirs:
         if not d.is_dir():
-            raise T2TError(f"task folder '{d}' does not exist (from --task-dir or T2T_TASK_PATH)")
+            raise T2TError(f"{what} folder '{d}' does not exist (from {flag} or {env_var})")
         if d.resolve() not in [o.resolve() for o in out]:
             out.append(d)
     return out
+
+
+def task_dirs(extra: Sequence[str | os.PathLike[str]] = (), include_builtin: bool = True) -> list[Path]:
+    """The folders searched for task files, in order, without duplicates."""
+    return search_dirs(BUILTIN_TEMPLATES if include_builtin else None, "T2T_TASK_PATH", extra, "--task-dir",
+                       "task")
 
 
 def find_task_files(root: Path) -> list[Path]:
