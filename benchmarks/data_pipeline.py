@@ -8,7 +8,11 @@ Measures, in one process:
 - ``first_pass`` / ``steady``: a memoising stream on its first n draws (rows load, renders fill the cache)
   and on the next n (mostly cache hits once tasks have cycled);
 - ``tokenized``: the steady stream rendered and then tokenised one example at a time with
-  ``t2t.tokens.tokenize_example`` (``--tokenizer``, default the offline t2t-tiny; ``none`` skips it).
+  ``t2t.tokens.tokenize_example`` (``--tokenizer``, default the offline t2t-tiny; ``none`` skips it);
+- ``steps_workers_W``: what the trainer's loop consumes: whole steps of ``--batch-size`` examples drawn,
+  rendered, tokenised, packed and collated into micro-batch tensors by ``t2t.batches.StepDataset``,
+  through ``t2t.batches.step_loader`` with W DataLoader worker processes (``--workers``, default 0,1,2;
+  a fresh stream each, rows loaded before timing, ``--steps`` steps timed after 2 warm-up steps).
 Prints a human-readable line per measure on stderr and one JSON line last on stdout.
 """
 
@@ -49,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="tokenizer for the tokenised measure (model name or folder; 'none' skips it)")
     parser.add_argument("--max-input-len", type=int, default=256)
     parser.add_argument("--max-target-len", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32, help="examples per step (trainer default 32)")
+    parser.add_argument("--steps", type=int, default=300, help="steps per workers setting (default 300)")
+    parser.add_argument("--workers", default="0,1,2", help="comma-separated worker counts (default 0,1,2)")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     import datasets
@@ -100,11 +107,35 @@ def main(argv: list[str] | None = None) -> int:
             result["tokenized_per_s"] = rate(count, time.perf_counter() - start)
             result["tokenizer"] = args.tokenizer
 
+        if args.steps > 0:
+            result["steps"] = step_rates(mixture, tokenizer, args)
+
     for key in ("task_ids_per_s", "uncached_per_s", "first_pass_per_s", "steady_per_s", "tokenized_per_s"):
         if result.get(key) is not None:
             print(f"{key:>18}: {result[key]:>12,.0f} examples/s on one core", file=sys.stderr)
+    for workers, r in result.get("steps", {}).items():
+        print(f"{'steps_workers_' + workers:>18}: {r:>12,.0f} examples/s (whole steps)", file=sys.stderr)
     print(json.dumps(result))
     return 0
+
+
+def step_rates(mixture, tokenizer, args) -> dict[str, float]:
+    """Examples/s of whole training steps (render, tokenise, pack, collate) per DataLoader worker count."""
+    from t2t.batches import Batcher, StepDataset, step_loader
+    from t2t.config import build_config
+
+    cfg = build_config({"batch_size": args.batch_size, "max_input_len": args.max_input_len,
+                        "max_target_len": args.max_target_len})
+    batcher = Batcher(tokenizer, cfg, decoder_start_id=0)
+    out = {}
+    for workers in [int(w) for w in args.workers.split(",") if w.strip()]:
+        steps = StepDataset(ExampleStream(mixture, seed=args.seed), batcher, args.batch_size, 1, 0, 1)
+        for warm in range(2):  # every task's rows loaded in this process, so forked workers inherit them
+            steps[warm]
+        start = time.perf_counter()
+        count = sum(1 for _ in step_loader(steps, 2, 2 + args.steps, workers))
+        out[str(workers)] = rate(count * args.batch_size, time.perf_counter() - start)
+    return out
 
 
 if __name__ == "__main__":

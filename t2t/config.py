@@ -65,6 +65,10 @@ class DataConfig:
     micro_batch_tokens: int = field(default=0, metadata={
         "help": "padded tokens per forward pass; rows are length-grouped under it (0 = auto: 1024 on CPU, "
                 "measured best; 16384 on a GPU, not yet measured)"})
+    data_workers: int = field(default=-1, metadata={
+        "help": "worker processes that render, tokenise and batch upcoming steps while the model trains "
+                "(-1 = auto: 0 on a CPU, whose cores are training; up to 4 per process on a GPU); "
+                "the batches are the same for any number"})
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,7 @@ def validate(config: FinetuneConfig) -> None:
         (lo.lora_r > 0, "lora_r must be positive"),
         (0 <= lo.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
         (d.max_input_len > 1 and d.max_target_len > 1, "max_input_len and max_target_len must be > 1"),
+        (d.data_workers >= -1, "data_workers must be >= 0 (or -1 for auto)"),
         (t.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
         (t.save_steps >= 0 and t.eval_steps >= 0 and t.log_steps > 0,
          "save_steps and eval_steps must be >= 0, log_steps > 0"),

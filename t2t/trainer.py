@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from t2t.batches import Batcher, StepBatches, StepDataset, auto_workers, step_loader
 from t2t.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from t2t.config import FinetuneConfig
 from t2t.errors import T2TError
@@ -30,60 +31,6 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)
-
-
-class Batcher:
-    """Rendered examples -> token ids -> packed (or padded) micro-batch tensors."""
-
-    def __init__(self, tokenizer: Any, cfg: FinetuneConfig, decoder_start_id: int) -> None:
-        self.tokenizer, self.data = tokenizer, cfg.data
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.decoder_start_id = decoder_start_id
-        budget = cfg.data.micro_batch_tokens
-        self.budget = budget if budget > 0 else (16384 if torch.cuda.is_available() else 1024)
-
-    def tokenize(self, examples: Sequence[Example]) -> list[dict[str, list[int]]]:
-        from t2t.tokens import tokenize_batch
-
-        out = tokenize_batch({"input": [e.input for e in examples], "target": [e.target for e in examples]},
-                             self.tokenizer, self.data.max_input_len, self.data.max_target_len)
-        return [{"input_ids": i, "labels": label} for i, label in zip(out["input_ids"], out["labels"], strict=True)]
-
-    def collate(self, tokens: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        """All of ``tokens`` as one batch: packed rows (or padded examples)."""
-        from t2t.packing import collate_packed, collate_padded
-
-        if not self.data.packing:
-            return collate_padded(tokens, self.pad_id, self.decoder_start_id)
-        return collate_packed(self.rows(tokens), self.pad_id, self.decoder_start_id)
-
-    def rows(self, tokens: Sequence[dict[str, list[int]]]) -> list[list[dict[str, list[int]]]]:
-        """Packed rows; an example longer than a row (either side) gets a row of its own."""
-        from t2t.packing import pack
-
-        n_in, n_out = self.data.pack_input_len, self.data.pack_target_len
-        fits = [i for i, t in enumerate(tokens) if len(t["input_ids"]) <= n_in and len(t["labels"]) <= n_out]
-        long = sorted(set(range(len(tokens))) - set(fits))
-        rows = [[tokens[fits[j]] for j in row] for row in pack([tokens[i] for i in fits], n_in, n_out)]
-        return rows + [[tokens[i]] for i in long]
-
-    def batches(self, tokens: Sequence[dict[str, list[int]]], budget: int) -> list[dict[str, torch.Tensor]]:
-        """``tokens`` as length-grouped batches of at most ``budget`` padded tokens each.
-
-        Packed rows (or examples) are sorted by length and cut under the budget, so that short rows are
-        not padded to the longest one (measured on CPU: +68% tokens/s and a third of the memory against
-        one batch of 512-token rows, benchmarks/README.md). The loss is a sum, so grouping changes nothing.
-        """
-        from t2t.packing import collate_packed, collate_padded, token_budget_batches
-
-        if not self.data.packing:
-            return [collate_padded([tokens[i] for i in group], self.pad_id, self.decoder_start_id)
-                    for group in token_budget_batches(tokens, budget)]
-        rows = self.rows(tokens)
-        flat = [{"input_ids": [t for ex in row for t in ex["input_ids"]],
-                 "labels": [t for ex in row for t in ex["labels"]]} for row in rows]
-        return [collate_packed([rows[i] for i in group], self.pad_id, self.decoder_start_id)
-                for group in token_budget_batches(flat, budget)]
 
 
 def validation_examples(mixture: Any, n: int) -> list[Example]:
@@ -182,12 +129,14 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     # -- train -------------------------------------------------------------------------------------
     logger = MetricsLogger(out, is_main, t.progress, start_step, t.max_steps, t.log_steps)
     loss_module.train()
-    for step in range(start_step, t.max_steps):
-        draws = stream.draws(step * t.batch_size, t.batch_size)
-        if len(draws) < t.batch_size:
-            raise T2TError(f"the mixture stream ended at step {step} (stop policy '{stream.stop}')")
-        tokens = batcher.tokenize([d.example for d in draws])
-        step_loss, real_tokens = backward_global_batch(loss_module, batcher, tokens, t.grad_accum, accelerator)
+    steps = StepDataset(stream, batcher, t.batch_size, t.grad_accum, rank, world)
+    on_gpu = accelerator.device.type == "cuda"
+    workers = auto_workers(cfg.data.data_workers, on_gpu, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    loader = step_loader(steps, start_step, t.max_steps, workers, pin_memory=on_gpu)
+    for step, prepared in zip(range(start_step, t.max_steps), loader, strict=True):
+        if prepared.error is not None:
+            raise T2TError(prepared.error)
+        step_loss, real_tokens = backward_step(loss_module, prepared, batcher.pad_id, accelerator)
         if not torch.isfinite(step_loss):
             last = list_checkpoints(ckpt_root)
             raise T2TError(f"training stopped: the loss is {step_loss.item()} at step {step + 1}; nothing was "
@@ -219,7 +168,7 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
 
 
 # Options that may change between a run and its resumption: they do not change what is computed.
-RESUMABLE_CHANGES = {"resume", "overwrite", "progress", "output_dir"}
+RESUMABLE_CHANGES = {"resume", "overwrite", "progress", "output_dir", "data_workers"}
 
 
 def check_same_run(saved: dict[str, Any], cfg: FinetuneConfig, path: Path) -> None:
@@ -236,24 +185,28 @@ def check_same_run(saved: dict[str, Any], cfg: FinetuneConfig, path: Path) -> No
 
 def backward_global_batch(loss_module: torch.nn.Module, batcher: Batcher, tokens: Sequence[dict[str, list[int]]],
                           grad_accum: int, accelerator: Any) -> tuple[torch.Tensor, int]:
-    """Accumulate the gradients of one global batch on this process; return (mean loss, real tokens).
+    """Accumulate the gradients of one global batch (its token ids) on this process; return (mean loss,
+    real tokens). What the training loop does for one step, with the batching in this process."""
+    prepared = batcher.step_batches(tokens, accelerator.process_index, accelerator.num_processes, grad_accum)
+    return backward_step(loss_module, prepared, batcher.pad_id, accelerator)
 
-    The global batch is cut into processes x grad_accum micro-batches; this process takes every
-    world-th one. Each micro-batch's loss sum is divided by the target tokens of the whole global
-    batch (times the process count, which DDP's gradient averaging divides out again).
+
+def backward_step(loss_module: torch.nn.Module, prepared: StepBatches, pad_id: int,
+                  accelerator: Any) -> tuple[torch.Tensor, int]:
+    """Accumulate the gradients of this process's micro-batches of one global batch.
+
+    Each micro-batch's loss sum is divided by the target tokens of the whole global batch (times the
+    process count, which DDP's gradient averaging divides out again); gradients are synchronised once,
+    after the last micro-batch.
     """
-    rank, world = accelerator.process_index, accelerator.num_processes
-    micro_batches = world * grad_accum
-    global_tokens = sum(len(x["labels"]) for x in tokens)
-    per_micro = len(tokens) // micro_batches
-    mine = [tokens[j * per_micro:(j + 1) * per_micro] for j in range(rank, micro_batches, world)]
-    batches = [b for micro in mine for b in batcher.batches(micro, batcher.budget)]
+    world = accelerator.num_processes
+    global_tokens = prepared.global_tokens
     step_loss = torch.zeros((), device=accelerator.device)
     real_tokens = 0
-    for k, cpu_batch in enumerate(batches):
-        batch = {key: v.to(accelerator.device) for key, v in cpu_batch.items()}
-        real_tokens += int((batch["input_ids"] != batcher.pad_id).sum()) + int((batch["labels"] >= 0).sum())
-        sync = contextlib.nullcontext() if k == len(batches) - 1 else accelerator.no_sync(loss_module)
+    for k, cpu_batch in enumerate(prepared.batches):
+        batch = {key: v.to(accelerator.device, non_blocking=True) for key, v in cpu_batch.items()}
+        real_tokens += int((batch["input_ids"] != pad_id).sum()) + int((batch["labels"] >= 0).sum())
+        sync = contextlib.nullcontext() if k == len(prepared.batches) - 1 else accelerator.no_sync(loss_module)
         with sync, accelerator.autocast():
             loss_sum, _ = loss_module(batch)
             loss = loss_sum * (world / global_tokens)

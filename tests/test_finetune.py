@@ -105,6 +105,39 @@ def test_resume_continues_exactly(mixture_dir: Path, tmp_path: Path) -> None:
     assert [r["step"] for r in losses if "loss" in r][-1] == 6
 
 
+def test_data_workers_prepare_the_same_steps(mixture_dir: Path, tmp_path: Path) -> None:
+    """Steps rendered, tokenised and batched ahead in 2 worker processes train exactly what the training
+    process alone does (dropout on), and a resume with workers continues the same run."""
+    run(mixture_dir, tmp_path / "w0", max_steps=4, lora_dropout=0.1, data_workers=0)
+    run(mixture_dir, tmp_path / "w2", max_steps=4, lora_dropout=0.1, data_workers=2, save_steps=2,
+        keep_checkpoints=2)
+    assert max_diff(adapter(tmp_path / "w0"), adapter(tmp_path / "w2")) == 0.0
+    shutil.rmtree(tmp_path / "w2" / "checkpoints" / "checkpoint-000004")
+    shutil.rmtree(tmp_path / "w2" / "adapter")
+    run(mixture_dir, tmp_path / "w2", max_steps=4, lora_dropout=0.1, data_workers=2, save_steps=2,
+        keep_checkpoints=2, resume=True)
+    assert max_diff(adapter(tmp_path / "w0"), adapter(tmp_path / "w2")) == 0.0
+
+
+def test_stream_end_in_a_worker_is_one_clear_error(tmp_path: Path) -> None:
+    """A finite mixture that runs out while a worker prepares a step: the user error names the step and
+    the stop policy (not a worker traceback), and the checkpoint written before it stays intact."""
+    tasks, mixtures = tmp_path / "tasks", tmp_path / "mixtures"
+    (tasks / "data").mkdir(parents=True)
+    mixtures.mkdir()
+    (tasks / "few.jinja").write_text(
+        '---\ncluster: c\nsource: {files: {train: data/few.jsonl}}\n---\n'
+        '{% block only %}\nrepeat {{ x }}\n|||\n{{ x }}\n{% endblock %}\n')
+    (tasks / "data" / "few.jsonl").write_text("".join(f'{{"x": "w{i}"}}\n' for i in range(20)))
+    (mixtures / "finite.yaml").write_text("include: {tasks: [few]}\nstop: first_exhausted\n")
+    with pytest.raises(T2TError, match=r"stream ended at step 2 \(stop policy 'first_exhausted'\)"):
+        train(build_config({"mixture": "finite", "task_dir": [str(tasks)], "mixture_dir": [str(mixtures)],
+                            "output_dir": str(tmp_path / "out"), "max_steps": 5, "batch_size": 8,
+                            "eval_steps": 0, "save_steps": 1, "progress": False, "data_workers": 2}))
+    assert [p.name for p in sorted((tmp_path / "out" / "checkpoints").iterdir())] == [
+        "checkpoint-000001", "checkpoint-000002"]
+
+
 def test_outputs_load_with_plain_transformers_and_peft(mixture_dir: Path, tmp_path: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
