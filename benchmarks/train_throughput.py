@@ -425,8 +425,8 @@ def t2t_now(row_len: int, device: str, bf16: bool, model: torch.nn.Module) -> tu
     has them."""
     from accelerate import Accelerator
 
+    from t2t.batches import Batcher
     from t2t.config import FinetuneConfig
-    from t2t.trainer import Batcher
 
     cfg = FinetuneConfig()
     cfg = replace(

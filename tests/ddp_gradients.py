@@ -11,11 +11,12 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import save_file
 
+from t2t.batches import Batcher
 from t2t.config import build_config
 from t2t.finetune import Seq2SeqLoss
 from t2t.loading import load_tokenizer, resolve_model
 from t2t.mixture import build_stream
-from t2t.trainer import Batcher, backward_global_batch, setup_model
+from t2t.trainer import backward_global_batch, setup_model
 
 
 def main(mixture_dir: str, out: str, grad_accum: int) -> None:

@@ -54,10 +54,11 @@ def test_accumulation_and_packing_do_not_change_the_gradient(mixture_dir: Path) 
     same loss, same gradient."""
     from accelerate import Accelerator
 
+    from t2t.batches import Batcher
     from t2t.finetune import Seq2SeqLoss
     from t2t.loading import load_tokenizer, resolve_model
     from t2t.mixture import build_stream
-    from t2t.trainer import Batcher, backward_global_batch, setup_model
+    from t2t.trainer import backward_global_batch, setup_model
 
     stream = build_stream("small", mixture_dirs=[str(mixture_dir)], seed=0)
     path = resolve_model("t2t-tiny")
