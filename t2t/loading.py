@@ -7,6 +7,7 @@ Only safetensors weights are read; remote code is never trusted unless asked for
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,34 @@ def offline_corpus(task_dirs: Sequence[str] = ()) -> Iterator[str]:
             yield from task.choices_for(row) or ()
 
 
+def corpus_recipe(task_dirs: Sequence[str] = ()) -> str:
+    """A digest of everything :func:`offline_corpus` is made from: the task files (with ``_lib``) in every
+    searched folder, t2t's own code and the versions of the libraries that render and read rows. Equal
+    digests give equal corpora, so the cached t2t-tiny can be found without rendering the corpus again."""
+    import importlib.metadata
+
+    from t2t.registry import task_dirs as searched_dirs
+
+    h = hashlib.sha256()
+    for folder in searched_dirs(task_dirs):
+        for path in sorted(folder.rglob("*.jinja")):
+            h.update(f"{path.relative_to(folder)}\0".encode() + path.read_bytes() + b"\0")
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f"{path.name}\0".encode() + path.read_bytes() + b"\0")
+    for package in ("jinja2", "datasets", "numpy", "pyyaml"):
+        try:
+            h.update(f"{package}={importlib.metadata.version(package)}\0".encode())
+        except importlib.metadata.PackageNotFoundError:
+            h.update(f"{package}=none\0".encode())
+    return h.hexdigest()
+
+
 def resolve_model(name: str, task_dirs: Sequence[str] = ()) -> str:
     """A loadable model path or hub name; ``t2t-tiny`` is built on first use and cached."""
     if name == DEFAULT_MODEL:
         from t2t.tinymodel import ensure_tiny_model
 
-        return str(ensure_tiny_model(lambda: offline_corpus(task_dirs)))
+        return str(ensure_tiny_model(lambda: offline_corpus(task_dirs), recipe=corpus_recipe(task_dirs)))
     return name
 
 

@@ -20,6 +20,7 @@ rebuild its own pipeline on load and drop byte fallback and digit splitting.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -185,13 +186,15 @@ def default_cache_dir() -> Path:
 
 
 def ensure_tiny_model(texts_fn: Callable[[], Iterable[str]], cache_dir: str | os.PathLike[str] | None = None,
-                      seed: int = 0, **shape: Any) -> Path:
+                      seed: int = 0, recipe: str | None = None, **shape: Any) -> Path:
     """The cached t2t-tiny folder for this corpus and settings, built on first use.
 
-    ``cache_dir`` (default :func:`default_cache_dir`) holds ``models/t2t-tiny-<hash>``. The corpus is
-    read every call (the hash needs it); the model is built only when that folder does not exist.
+    ``cache_dir`` (default :func:`default_cache_dir`) holds ``models/t2t-tiny-<hash>``, the hash taken
+    over the corpus itself, so the model is built only when that folder does not exist. Producing the
+    corpus costs seconds; ``recipe``, a digest of everything the corpus is made from (task files, code,
+    versions), lets a later call skip it: ``models/recipes/<digest>`` names the folder its corpus gave.
+    A recipe not seen before, or one whose folder is gone, falls back to reading the corpus.
     """
-    texts = list(texts_fn())
     try:
         dims = TinyShape(**shape)
     except TypeError as exc:
@@ -199,9 +202,30 @@ def ensure_tiny_model(texts_fn: Callable[[], Iterable[str]], cache_dir: str | os
         raise T2TError(f"t2t-tiny: unknown shape option ({exc}); the options are {names}") from None
     models = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     models = models / "models"
+    note = None
+    if recipe is not None:
+        settings = json.dumps({"build": BUILD_VERSION, "seed": seed, "shape": dataclasses.asdict(dims)},
+                              sort_keys=True)
+        note = models / "recipes" / hashlib.sha256(f"{recipe}\n{settings}".encode()).hexdigest()[:32]
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            known = models / note.read_text(encoding="utf-8").strip()
+            if known.parent == models and (known / "config.json").is_file():
+                return known
+    texts = list(texts_fn())
     final = models / f"{TINY_MODEL_NAME}-{tiny_model_key(texts, seed, dims)[:16]}"
-    if (final / "config.json").is_file():
-        return final
+    if not (final / "config.json").is_file():
+        _build_into(final, texts, seed, dims)
+    if note is not None:
+        with contextlib.suppress(OSError):  # only a shortcut: a read-only cache still works without it
+            note.parent.mkdir(parents=True, exist_ok=True)
+            tmp = note.with_name(f".{note.name}.{os.getpid()}.tmp")
+            tmp.write_text(final.name + "\n", encoding="utf-8")
+            os.replace(tmp, note)
+    return final
+
+
+def _build_into(final: Path, texts: list[str], seed: int, dims: TinyShape) -> None:
+    models = final.parent
     try:
         models.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=models))
@@ -220,4 +244,3 @@ def ensure_tiny_model(texts_fn: Callable[[], Iterable[str]], cache_dir: str | os
                     from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return final

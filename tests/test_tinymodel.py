@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,36 @@ def test_ensure_caches_by_corpus_and_settings(tmp_path: Path, monkeypatch: pytes
     other = ensure_tiny_model(lambda: iter(texts[:-1]), cache_dir=tmp_path, **SMALL)
     assert other != first
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == sorted([first.name, other.name])
+
+
+def test_recipe_finds_the_cached_model_without_reading_the_corpus(tmp_path: Path) -> None:
+    texts = corpus(100)
+    reads = []
+
+    def texts_fn():
+        reads.append(1)
+        return iter(texts)
+
+    first = ensure_tiny_model(texts_fn, cache_dir=tmp_path, recipe="r1", **SMALL)
+    assert ensure_tiny_model(texts_fn, cache_dir=tmp_path, recipe="r1", **SMALL) == first
+    assert len(reads) == 1
+    # Another recipe (changed task files or code) reads the corpus again; the same corpus keeps the model.
+    assert ensure_tiny_model(texts_fn, cache_dir=tmp_path, recipe="r2", **SMALL) == first
+    assert len(reads) == 2
+    # A note whose model folder was deleted is not trusted: the model is rebuilt under its corpus hash.
+    shutil.rmtree(first)
+    assert ensure_tiny_model(texts_fn, cache_dir=tmp_path, recipe="r1", **SMALL) == first
+    assert len(reads) == 3 and (first / "config.json").is_file()
+
+
+def test_corpus_recipe_follows_the_task_files(tmp_path: Path) -> None:
+    from t2t.loading import corpus_recipe
+
+    (tmp_path / "extra.jinja").write_text("---\ncluster: c\nsource: {generator: arith_sum}\n---\n")
+    before = corpus_recipe([str(tmp_path)])
+    assert corpus_recipe([str(tmp_path)]) == before and corpus_recipe() != before
+    (tmp_path / "extra.jinja").write_text("---\ncluster: d\nsource: {generator: arith_sum}\n---\n")
+    assert corpus_recipe([str(tmp_path)]) != before
 
 
 def test_default_cache_is_t2t_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
