@@ -47,7 +47,8 @@ import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
 from t2t.errors import T2TError
-from t2t.mixture import STOP_POLICIES, TRAIN_SPLIT, Mixture, load_mixture
+from t2t.mixture import Mixture, load_mixture
+from t2t.mixture_spec import STOP_POLICIES, TRAIN_SPLIT
 from t2t.registry import suggest
 from t2t.templates import Example
 

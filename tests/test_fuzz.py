@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 from t2t.config import FinetuneConfig, build_config, load_yaml
 from t2t.errors import T2TError, TaskFileError
-from t2t.mixture import STOP_POLICIES, STRATEGIES, VARIANTS, MixtureRegistry, MixtureSpec, resolve
+from t2t.mixture import resolve
+from t2t.mixture_spec import STOP_POLICIES, STRATEGIES, VARIANTS, MixtureRegistry, MixtureSpec
 from t2t.registry import TaskRegistry
 from t2t.sandbox import T2TSandbox
 from t2t.sources import num_rows

@@ -12,7 +12,6 @@ import pytest
 
 from t2t.errors import T2TError, run_cli
 from t2t.mixture import (
-    MixtureRegistry,
     build_stream,
     heldout_split,
     load_mixture,
@@ -20,6 +19,7 @@ from t2t.mixture import (
     mixing_rates,
     task_rate,
 )
+from t2t.mixture_spec import MixtureRegistry
 
 TASK = """\
 ---
