@@ -39,210 +39,25 @@ versions, per-template scores, aggregates, and per-example predictions with ``--
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import random
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from t2t.adapter_runs import AdapterRun, check_not_trained, read_adapter
 from t2t.config import DEFAULT_MODEL
 from t2t.errors import T2TError, run_cli
+from t2t.prompts import Exemplars, Prompt, build_prompts, pick_split
 from t2t.report import Report, Score, plot_bars, render_markdown, summarize, to_dict
-from t2t.templates import Example, Task, warn
+from t2t.templates import Task, warn
 
 DEMO_ADAPTER = Path("runs/offline-demo/adapter")
 DEMO_MIXTURE = "offline"
-SPLITS = ("validation", "test", "train")
 GEN_MARGIN = 8  # extra new tokens beyond the longest reference
 GEN_FALLBACK = 32
 OUTPUT_FILES = ("report.md", "results.json", "report.png")
-
-
-# --- adapters and the runs that wrote them --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AdapterRun:
-    """An adapter folder and, when t2t.finetune wrote it, its run's manifest and resolved config."""
-
-    label: str
-    path: Path
-    manifest: dict | None = None
-    config: dict | None = None
-
-    @property
-    def run_dir(self) -> Path | None:
-        return self.path.parent if self.manifest is not None else None
-
-    @property
-    def trained(self) -> dict[str, str | None]:
-        """Training task name -> source id, from the manifest."""
-        return {t["name"]: t.get("source_id") for t in (self.manifest or {}).get("tasks", [])}
-
-    @property
-    def base_model(self) -> str | None:
-        model = (self.config or {}).get("model")
-        return model.get("model") if isinstance(model, dict) else None
-
-
-def _read_json(path: Path, what: str) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise T2TError(f"{path}: cannot read the {what} ({exc}); fix or remove that file") from None
-    if not isinstance(data, dict):
-        raise T2TError(f"{path}: the {what} must be a JSON object")
-    return data
-
-
-def read_adapter(spec: str) -> AdapterRun:
-    """``DIR`` or ``LABEL=DIR``. The label defaults to the folder's name, or to the run folder's name
-    when the folder is called ``adapter`` (what t2t.finetune writes)."""
-    label, sep, path_text = spec.partition("=")
-    if not sep or not label or Path(spec).exists():
-        label, path_text = "", spec
-    path = Path(path_text)
-    if not path.is_dir():
-        raise T2TError(f"--adapter {path_text}: no such folder (give the adapter folder that t2t.finetune "
-                       "printed, e.g. runs/offline-demo/adapter)")
-    for name, why in (("adapter_config.json", "not a peft adapter folder"),
-                      ("adapter_model.safetensors", "t2t reads only safetensors")):
-        if not (path / name).is_file():
-            raise T2TError(f"--adapter {path_text}: no {name} there ({why})")
-    resolved = path.resolve()
-    label = label or (resolved.parent.name if resolved.name == "adapter" else resolved.name)
-    manifest = _read_json(path.parent / "manifest.json", "run manifest")
-    if manifest is not None and isinstance(manifest.get("mixture"), dict):
-        manifest = manifest["mixture"]  # tolerate a manifest that nests the mixture's under "mixture"
-    config = _read_json(path.parent / "config.json", "run config") if manifest is not None else None
-    return AdapterRun(label, path, manifest, config)
-
-
-def check_not_trained(tasks: Sequence[Task], adapters: Sequence[AdapterRun], allow: bool = False
-                      ) -> dict[str, list[str]]:
-    """Adapter label -> selected tasks its run trained on (by name or source dataset).
-
-    Raises unless ``allow``: such a score is not a held-out score.
-    """
-    found: dict[str, list[str]] = {}
-    for run in adapters:
-        trained = run.trained
-        sources = {s: n for n, s in trained.items() if s}
-        overlap_ok = bool((run.manifest or {}).get("heldout", {}).get("allow_source_overlap"))
-        for task in tasks:
-            if task.name in trained:
-                found.setdefault(run.label, []).append(task.name)
-            elif not overlap_ok and task.source_id in sources:
-                twin = sources[task.source_id]
-                found.setdefault(run.label, []).append(f"{task.name} (same source as {twin})")
-    if found and not allow:
-        label, names = next(iter(found.items()))
-        run = next(r for r in adapters if r.label == label)
-        raise T2TError(f"--adapter {run.path} was trained on {', '.join(names)} "
-                       f"({run.path.parent}/manifest.json), so it cannot be reported as held-out; "
-                       "drop those tasks or pass --allow-train-tasks")
-    return found
-
-
-# --- prompts --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One example to score; with k-shot its ``input`` starts with the exemplars (train ``shots``)."""
-
-    example: Example
-    shots: tuple[int, ...] = ()
-
-
-def pick_split(task: Task, wanted: str) -> str:
-    """``wanted`` if the task has it, else the first of validation, test, train that it has."""
-    if wanted in task.splits:
-        return wanted
-    for split in SPLITS:
-        if split in task.splits:
-            warn(f"task '{task.name}' has no split '{wanted}'; evaluating its '{split}' split")
-            return split
-    raise T2TError(f"task '{task.name}' has no split to evaluate (splits: {', '.join(task.splits)}); "
-                   f"see the 'splits' field of {task.path}")
-
-
-def _seed(*parts: object) -> int:
-    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8], "little")
-
-
-class Exemplars:
-    """Train rows of one task rendered on demand, drawn as k-shot exemplars per (template, example).
-
-    ``rows`` defaults to the task's train split.
-    """
-
-    def __init__(self, task: Task, seed: int, rows: Sequence[Mapping[str, Any]] | None = None) -> None:
-        from t2t.sources import load_rows
-
-        if rows is None:
-            if "train" not in task.splits:
-                raise T2TError(f"--num-shots: task '{task.name}' has no train split to draw exemplars from "
-                               f"(splits: {', '.join(task.splits)}); use --num-shots 0 for it")
-            rows = load_rows(task, "train").to_list()
-        self.task, self.seed, self.rows = task, seed, list(rows)
-        self._cache: dict[tuple[str, int], Example | None] = {}
-
-    def render(self, template: str, row: int) -> Example | None:
-        key = (template, row)
-        if key not in self._cache:
-            self._cache[key] = self.task.render(self.rows[row], row, template, seed=self.seed)
-        return self._cache[key]
-
-    def draw(self, template: str, query: Example, split: str, k: int) -> list[tuple[int, Example]]:
-        """Up to k exemplars, never the query's own row nor a row that renders the same input."""
-        rng = random.Random(_seed(self.seed, self.task.name, template, split, query.index))
-        seen = {query.index} if split == "train" else set()
-        shots: list[tuple[int, Example]] = []
-        for _ in range(20 * k + 50):
-            if len(shots) == k or len(seen) >= len(self.rows):
-                break
-            row = rng.randrange(len(self.rows))
-            if row in seen:
-                continue
-            seen.add(row)
-            shot = self.render(template, row)
-            if shot is not None and shot.input != query.input:
-                shots.append((row, shot))
-        return shots
-
-
-def build_prompts(task: Task, rows: Sequence[Mapping[str, Any]], split: str, template: str, *,
-                  num_shots: int = 0, seed: int = 0, exemplars: Exemplars | None = None,
-                  fits: Callable[[str], bool] | None = None) -> tuple[list[Prompt], int]:
-    """Prompts for ``rows`` (row i of ``split``) with one template, and how many rows it declined.
-
-    With ``num_shots`` each prompt is ``x1 + "\\n\\n" + y1 + "\\n\\n\\n" + ... + x``; ``fits`` (prompt ->
-    bool) drops the farthest exemplars until the prompt fits.
-    """
-    from t2t.stream import FEW_SHOT_SEP, FEW_SHOT_XY
-
-    if num_shots and exemplars is None:
-        exemplars = Exemplars(task, seed)
-    prompts, skipped = [], 0
-    for i, row in enumerate(rows):
-        query = task.render(row, i, template, seed=seed)
-        if query is None:
-            skipped += 1
-            continue
-        shots = exemplars.draw(template, query, split, num_shots) if num_shots else []
-        while True:
-            text = "".join(f"{s.input}{FEW_SHOT_XY}{s.target}{FEW_SHOT_SEP}" for _, s in shots) + query.input
-            if not shots or fits is None or fits(text):
-                break
-            shots = shots[1:]  # the exemplar farthest from the query goes first
-        prompts.append(Prompt(replace(query, input=text), tuple(r for r, _ in shots)))
-    return prompts, skipped
 
 
 # --- scoring one model ----------------------------------------------------------------------------

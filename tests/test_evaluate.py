@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from t2t.adapter_runs import check_not_trained, read_adapter
 from t2t.errors import T2TError, run_cli
-from t2t.evaluate import Exemplars, build_prompts, check_not_trained, evaluate, main, read_adapter
+from t2t.evaluate import evaluate, main
+from t2t.prompts import Exemplars, build_prompts
 from t2t.registry import TaskRegistry
 
 WORDS = "cat dog bird fish tree house river stone cloud apple lamp chair".split()
