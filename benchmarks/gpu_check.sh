@@ -97,7 +97,7 @@ for path in sorted(folder.glob("*.json")):
     keep = ("gpu", "cpu", "device", "date", "torch", "transformers", "peft", "complete", "rounds_done",
             "examples_per_step", "best", "tokens_per_s", "padding_share", "peak_mem_mb", "ratio_c_a",
             "ratio_c_b", "ratio_c_now_a", "ratio_c_now_b", "memory_ratio_a_c", "examples_per_s",
-            "ratio_t2t_naive", "ratio_t2t_packed_naive", "same_predictions")
+            "ratio_t2t_naive", "same_predictions")
     summary[path.stem] = {k: r[k] for k in keep if k in r}
     if "variants" in r:
         summary[path.stem]["variants"] = {n: v.get("tokens_per_s") or v.get("error")

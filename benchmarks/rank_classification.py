@@ -51,69 +51,6 @@ def synthetic_tasks(n: int, seed: int) -> tuple[list[str], list[list[str]], list
     return inputs, choices, corpus
 
 
-def score_choices_packed(model, tokenizer, inputs: list[str], choices: list[list[str]], batch_size: int = 32):
-    """Prototype of a faster ``t2t.scoring.score_choices``: one decoder row per input holding all its choices
-    back to back (each restarting at the decoder start token, causal within its own choice), so that the
-    decoder's cross-attention keys and values over the input are computed once per input rather than once
-    per choice. T5's decoder position bias depends only on distance, so each choice scores exactly what it
-    scores alone. Returns the summed log-probability per (input, choice)."""
-    from t2t.model import segment_mask
-
-    device = next(model.parameters()).device
-    pad, start = tokenizer.pad_token_id, model.config.decoder_start_token_id
-    enc_ids = tokenizer(list(inputs))["input_ids"]
-    choice_ids = [
-        [
-            ids + [tokenizer.eos_token_id]
-            for ids in tokenizer(list(row), add_special_tokens=False)["input_ids"]
-        ]
-        for row in choices
-    ]
-    out: list[list[float] | None] = [None] * len(inputs)
-    order = sorted(range(len(inputs)), key=lambda i: -len(enc_ids[i]))
-    with torch.inference_mode():
-        for b in range(0, len(order), batch_size):
-            batch = order[b : b + batch_size]
-            n_enc = max(len(enc_ids[i]) for i in batch)
-            ids = torch.full((len(batch), n_enc), pad, dtype=torch.long)
-            for r, i in enumerate(batch):
-                ids[r, : len(enc_ids[i])] = torch.tensor(enc_ids[i])
-            ids = ids.to(device)
-            enc_mask = ids.ne(pad)
-            hidden = model.get_encoder()(input_ids=ids, attention_mask=enc_mask.long()).last_hidden_state
-            n_dec = max(sum(map(len, choice_ids[i])) for i in batch)
-            dec_in = torch.full((len(batch), n_dec), pad, dtype=torch.long)
-            labels = torch.full((len(batch), n_dec), pad, dtype=torch.long)
-            seg = torch.zeros((len(batch), n_dec), dtype=torch.long)
-            for r, i in enumerate(batch):
-                pos = 0
-                for k, target in enumerate(choice_ids[i], start=1):
-                    n = len(target)
-                    labels[r, pos : pos + n] = torch.tensor(target)
-                    dec_in[r, pos : pos + n] = torch.tensor([start] + target[:-1])
-                    seg[r, pos : pos + n] = k
-                    pos += n
-            dec_in, labels, seg = dec_in.to(device), labels.to(device), seg.to(device)
-            dtype = hidden.dtype
-            cross = torch.zeros((len(batch), 1, n_dec, n_enc), dtype=dtype, device=device)
-            cross.masked_fill_(~enc_mask[:, None, None, :], torch.finfo(dtype).min)
-            logits = model(
-                encoder_outputs=(hidden,),
-                attention_mask=cross,
-                decoder_input_ids=dec_in,
-                decoder_attention_mask=segment_mask(seg, seg, True, dtype),
-                use_cache=False,
-            ).logits.float()
-            token_logp = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-            k_max = int(seg.max())
-            sums = torch.zeros((len(batch), k_max + 1), dtype=torch.float32, device=device)
-            sums.scatter_add_(1, seg, token_logp * seg.ne(0))
-            sums = sums[:, 1:].tolist()
-            for r, i in enumerate(batch):
-                out[i] = sums[r][: len(choice_ids[i])]
-    return out
-
-
 def build(shape: str, device: str, corpus: list[str], folder: str):
     from transformers import T5Config, T5ForConditionalGeneration
 
@@ -167,9 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     def fast(k: int, bs: int):
         return score_choices(model, tokenizer, inputs[:k], choices[:k], batch_size=bs)
 
-    def packed(k: int, bs: int):
-        return score_choices_packed(model, tokenizer, inputs[:k], choices[:k], batch_size=bs)
-
     def naive(k: int, bs: int = 1):
         return score_choices_naive(model, tokenizer, inputs[:k], choices[:k])
 
@@ -182,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.synchronize()
         return k / (time.perf_counter() - start)
 
-    methods = [(f"t2t_bs{bs}", fast, n, bs) for bs in sizes] + [
-        (f"t2t_packed_bs{bs}", packed, n, bs) for bs in sizes
-    ]
+    methods = [(f"t2t_bs{bs}", fast, n, bs) for bs in sizes]
     methods.append(("naive", naive, naive_n, 1))
     for _, fn, k, bs in methods:  # warm-up
         fn(min(k, bs, 4), bs)
@@ -196,20 +128,14 @@ def main(argv: list[str] | None = None) -> int:
 
     k = min(naive_n, 32)
     ref = naive(k)
-    got, got_packed = fast(k, sizes[0]), packed(k, sizes[0])
+    got = fast(k, sizes[0])
     diff = max(
         abs(x.logprob - y.logprob)
         for rr, rg in zip(ref, got, strict=True)
         for x, y in zip(rr, rg, strict=True)
     )
-    diff_packed = max(
-        abs(x.logprob - y)
-        for rr, rp in zip(ref, got_packed, strict=True)
-        for x, y in zip(rr, rp, strict=True)
-    )
     med = {name: round(statistics.median(v), 1) for name, v in rates.items()}
     best = max((m for m in med if m.startswith("t2t_bs")), key=med.get)
-    best_packed = max((m for m in med if m.startswith("t2t_packed")), key=med.get)
     result = {
         "benchmark": "rank_classification",
         "shape": args.shape,
@@ -221,15 +147,13 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "precision": "fp32",
         "attention": "eager",
-        "examples_per_s": {"t2t": med[best], "t2t_packed": med[best_packed], "naive": med["naive"]},
-        "best": {"t2t": best, "t2t_packed": best_packed},
+        "examples_per_s": {"t2t": med[best], "naive": med["naive"]},
+        "best": {"t2t": best},
         "examples_per_s_all": med,
         "examples_per_s_rounds": {name: [round(x, 1) for x in v] for name, v in rates.items()},
         "ratio_t2t_naive": round(med[best] / med["naive"], 2),
-        "ratio_t2t_packed_naive": round(med[best_packed] / med["naive"], 2),
         "same_predictions": predict(ref) == predict(got),
         "max_logprob_diff": diff,
-        "max_logprob_diff_packed": diff_packed,
     }
     print(json.dumps(result))
     return 0
