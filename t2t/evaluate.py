@@ -20,7 +20,8 @@ How each example is scored (REFERENCE.md, "Scoring"):
   longest reference in tokens + 8), scored with the task file's ``metrics``.
 
 Only the non-inverted templates are scored; a task's result is the median over templates with the
-spread, a cluster's the mean of its task medians (:mod:`t2t.report`). ``--limit N`` takes the first N
+spread, a cluster's the mean of its task medians (:mod:`t2t.report`); each adapter's deltas get a 95%
+interval from a paired bootstrap over the evaluated rows (``--bootstrap N``, :mod:`t2t.significance`). ``--limit N`` takes the first N
 rows of the split. ``--num-shots K`` prepends K exemplars from the train split, FLAN style
 (``x + "\\n\\n" + y``, joined and followed by ``"\\n\\n\\n"``), drawn per example from ``--seed``, never
 the example itself; when the prompt exceeds ``--max-input-len`` the farthest exemplars are dropped.
@@ -42,7 +43,7 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from t2t.config import DEFAULT_MODEL
 from t2t.errors import T2TError, run_cli
 from t2t.prompts import Exemplars, Prompt, build_prompts, pick_split
 from t2t.report import Report, Score, plot_bars, render_markdown, summarize, to_dict
+from t2t.significance import ExampleScores, paired_bootstrap
 from t2t.templates import Task, warn
 
 DEMO_ADAPTER = Path("runs/offline-demo/adapter")
@@ -90,7 +92,9 @@ class TaskPlan:
 
 
 def _score_plan(model, tokenizer, plan: TaskPlan, label: str, opts: dict[str, Any],
-                samples: list[dict] | None) -> list[Score]:
+                samples: list[dict] | None, examples: list[ExampleScores]) -> list[Score]:
+    """Score one model on one task's prompts: per-template :class:`Score` records (returned) and the
+    per-example scores behind them (appended to ``examples``, for the paired bootstrap)."""
     from t2t import metrics, scoring
 
     flat = [(t, p.example) for t, ps in plan.prompts.items() for p in ps]
@@ -118,12 +122,22 @@ def _score_plan(model, tokenizer, plan: TaskPlan, label: str, opts: dict[str, An
         if not prompts:
             continue
         refs = [list(ex.references) for ex in exs]
+        rows = tuple(ex.index for ex in exs)
         for metric in plan.metrics:
+            kept = ExampleScores(label, plan.task.name, template, metric, rows)
             if metric in ("acc", "acc_norm"):
-                value = 100.0 * sum(e[metric] for e in part) / len(part)
+                values = [100.0 * e[metric] for e in part]
             else:
+                values = metrics.example_scores(metric, [e["prediction"] for e in part], refs)
+            if values is None:  # corpus-level: kept whole for the bootstrap to recompute
                 value = metrics.compute(metric, [e["prediction"] for e in part], refs)
+                kept = replace(kept, predictions=tuple(e["prediction"] for e in part),
+                               references=tuple(map(tuple, refs)))
+            else:
+                value = sum(values) / len(values)
+                kept = replace(kept, values=tuple(values))
             out.append(Score(label, plan.task.name, template, metric, value))
+            examples.append(kept)
         if samples is not None:
             for p, ex, e in zip(prompts, exs, part, strict=True):
                 samples.append({"model": label, "task": ex.task, "template": template, "index": ex.index,
@@ -145,6 +159,7 @@ class EvalResult:
     settings: dict[str, Any]
     samples: list[dict] | None = None
     notes: list[str] = field(default_factory=list)
+    bootstrap: dict | None = None  # t2t.significance.paired_bootstrap's result (2+ models)
 
     def to_dict(self) -> dict[str, Any]:
         from t2t.finetune import library_versions
@@ -152,6 +167,8 @@ class EvalResult:
         data = to_dict(self.report)
         data.update({"config": {**self.settings, "models": self.models, "tasks": self.tasks},
                      "versions": library_versions(), "notes": self.notes})
+        if self.bootstrap is not None:
+            data["paired_bootstrap"] = self.bootstrap
         if self.samples is not None:
             data["samples"] = self.samples
         return data
@@ -161,7 +178,12 @@ class EvalResult:
                 f"limit {self.settings['limit']}, seed {self.settings['seed']}; task = median over templates "
                 "±std (min–max); cluster and all = mean of task medians.\n\n")
         notes = "".join(f"\n- note: {n}" for n in self.notes)
-        return head + render_markdown(self.report) + (notes + "\n" if notes else "")
+        body = head + render_markdown(self.report) + (notes + "\n" if notes else "")
+        if self.bootstrap is not None:
+            from t2t.significance import render_markdown as bootstrap_markdown
+
+            body += "\n" + bootstrap_markdown(self.bootstrap)
+        return body
 
 
 def _device(device: str | None) -> str:
@@ -182,12 +204,14 @@ def evaluate(model_name: str, adapters: Mapping[str, str | Path], tasks: Sequenc
              split: str = "validation", num_shots: int = 0, limit: int | None = None, batch_size: int = 32,
              max_input_len: int | None = 1024, max_new_tokens: int | None = None, num_beams: int = 1,
              seed: int = 0, device: str | None = None, precision: str = "fp32", log_samples: bool = False,
-             task_dirs: Sequence[str] = (), base_label: str | None = None, progress: bool = False
-             ) -> EvalResult:
+             task_dirs: Sequence[str] = (), base_label: str | None = None, progress: bool = False,
+             bootstrap: int = 1000) -> EvalResult:
     """Score the base ``model_name`` and each adapter (label -> folder) on ``tasks``, same prompts for all.
 
     The base is scored first on the plain model; then each adapter is loaded onto that same model
-    (peft ``load_adapter``/``set_adapter``), so the base weights are read once.
+    (peft ``load_adapter``/``set_adapter``), so the base weights are read once. With adapters,
+    ``bootstrap`` resamples (0: none) of the evaluated rows give each delta an interval
+    (:mod:`t2t.significance`).
     """
     import torch
     from tqdm.auto import tqdm
@@ -197,6 +221,7 @@ def evaluate(model_name: str, adapters: Mapping[str, str | Path], tasks: Sequenc
     from t2t.stream import FEW_SHOT_SEP, FEW_SHOT_XY
 
     for name, value, least in (("--num-shots", num_shots, 0), ("--batch-size", batch_size, 1),
+                               ("--bootstrap", bootstrap, 0),
                                ("--num-beams", num_beams, 1), ("--limit", limit, 1),
                                ("--max-new-tokens", max_new_tokens, 1),
                                ("--max-input-len", max_input_len, 2)):
@@ -245,6 +270,7 @@ def evaluate(model_name: str, adapters: Mapping[str, str | Path], tasks: Sequenc
             "num_beams": num_beams}
     samples: list[dict] | None = [] if log_samples else None
     scores: list[Score] = []
+    examples: list[ExampleScores] = []
     models = {base_label: str(model_name)}
     for k, label in enumerate(labels):
         if k > 0:
@@ -254,14 +280,19 @@ def evaluate(model_name: str, adapters: Mapping[str, str | Path], tasks: Sequenc
         bar = tqdm(plans, desc=f"{label}", unit="task", disable=not progress, file=sys.stderr, leave=False)
         for plan in bar:
             bar.set_postfix_str(plan.task.name)
-            scores += _score_plan(model, tokenizer, plan, label, opts, samples)
+            scores += _score_plan(model, tokenizer, plan, label, opts, samples, examples)
+    primary = {p.task.name: p.metrics[0] for p in plans}
     report = summarize(scores, clusters={p.task.name: p.task.cluster for p in plans}, models=labels,
-                       primary={p.task.name: p.metrics[0] for p in plans})
+                       primary=primary)
+    intervals = (paired_bootstrap(examples, labels, primary, resamples=bootstrap, seed=seed)
+                 if bootstrap and len(labels) > 1 else None)
     settings = {"model": model_name, "model_path": str(path), "split": split, "num_shots": num_shots,
                 "limit": limit, "batch_size": batch_size, "max_input_len": max_input_len,
                 "max_new_tokens": max_new_tokens, "num_beams": num_beams, "seed": seed, "device": device,
-                "precision": precision, "few_shot_format": {"xy": FEW_SHOT_XY, "separator": FEW_SHOT_SEP}}
-    return EvalResult(report, models, {p.task.name: p.info() for p in plans}, settings, samples)
+                "precision": precision, "few_shot_format": {"xy": FEW_SHOT_XY, "separator": FEW_SHOT_SEP},
+                "bootstrap": bootstrap}
+    return EvalResult(report, models, {p.task.name: p.info() for p in plans}, settings, samples,
+                      bootstrap=intervals)
 
 
 def _switch_adapter(model, adapter_dir: str, name: str, first: bool):
@@ -388,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--output-dir", help="default <run>/eval, <adapter>/eval or runs/eval")
     a("--overwrite", action="store_true", help="replace results already in --output-dir")
     a("--log-samples", action="store_true", help="keep every prompt and prediction in results.json")
+    a("--bootstrap", type=int, default=1000, metavar="N",
+      help="paired bootstrap resamples of the evaluated rows for each adapter's delta interval (0: none; "
+           "default 1000)")
     a("--seed", type=int, default=0)
     a("--task-dir", action="append", default=[], metavar="DIR", help="extra task folder (repeatable)")
     a("--mixture-dir", action="append", default=[], metavar="DIR", help="extra mixture folder (repeatable)")
@@ -433,7 +467,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       batch_size=args.batch_size or (32 if _device(args.device).startswith("cuda") else 8),
                       max_input_len=args.max_input_len, max_new_tokens=args.max_new_tokens,
                       num_beams=args.num_beams, seed=args.seed, device=args.device, precision=args.precision,
-                      log_samples=args.log_samples, task_dirs=args.task_dir, progress=not args.no_progress)
+                      log_samples=args.log_samples, task_dirs=args.task_dir, progress=not args.no_progress,
+                      bootstrap=args.bootstrap)
     result.settings["selection"] = chosen
     result.settings["argv"] = argv
     result.notes += [f"{label} was trained on {', '.join(names)}: not held-out"

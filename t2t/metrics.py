@@ -69,14 +69,13 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _per_example(score: Callable[[str, str], float]) -> Callable[[Predictions, References], float]:
-    """Lift a (prediction, reference) -> [0, 1] score to a corpus mean x100 of the max over references."""
+def _max_over_references(score: Callable[[str, str], float]) -> Callable[[Predictions, References], list[float]]:
+    """Lift a (prediction, reference) -> [0, 1] score to per-example scores x100, max over references."""
 
-    def corpus(predictions: Predictions, references: References) -> float:
-        total = sum(max(score(p, r) for r in refs) for p, refs in zip(predictions, references, strict=True))
-        return 100.0 * total / len(predictions)
+    def per_example(predictions: Predictions, references: References) -> list[float]:
+        return [100.0 * max(score(p, r) for r in refs) for p, refs in zip(predictions, references, strict=True)]
 
-    return corpus
+    return per_example
 
 
 def _accuracy(prediction: str, reference: str) -> float:
@@ -91,17 +90,14 @@ def _squad_em(prediction: str, reference: str) -> float:
     return float(normalize_squad(prediction) == normalize_squad(reference))
 
 
-def rouge_l(predictions: Predictions, references: References) -> float:
+def _rouge_l_examples(predictions: Predictions, references: References) -> list[float]:
     # Imported here: rouge_score pulls in nltk, which is slow to import and only needed for ROUGE.
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     # RougeScorer.score takes (target, prediction) in that order.
-    total = sum(
-        max(scorer.score(r, p)["rougeL"].fmeasure for r in refs)
-        for p, refs in zip(predictions, references, strict=True)
-    )
-    return 100.0 * total / len(predictions)
+    return [100.0 * max(scorer.score(r, p)["rougeL"].fmeasure for r in refs)
+            for p, refs in zip(predictions, references, strict=True)]
 
 
 def bleu(predictions: Predictions, references: References) -> float:
@@ -116,20 +112,29 @@ def bleu(predictions: Predictions, references: References) -> float:
 
 @dataclass(frozen=True)
 class Metric:
+    """A metric is either an average of per-example scores (``per_example``) or corpus-level (``corpus``)."""
+
     name: str
-    fn: Callable[[Predictions, References], float]
     description: str
+    per_example: Callable[[Predictions, References], list[float]] | None = None
+    corpus: Callable[[Predictions, References], float] | None = None
+
+    def fn(self, predictions: Predictions, references: References) -> float:
+        if self.corpus is not None:
+            return self.corpus(predictions, references)
+        values = self.per_example(predictions, references)
+        return sum(values) / len(values)
 
 
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("accuracy", _per_example(_accuracy), "exact match after strip()"),
-        Metric("exact_match", _per_example(_exact_match), "SNI-normalised exact match (articles kept)"),
-        Metric("squad_em", _per_example(_squad_em), "SQuAD-normalised exact match (articles removed)"),
-        Metric("f1", _per_example(token_f1), "SQuAD token F1, max over references"),
-        Metric("rouge_l", rouge_l, "ROUGE-L F-measure, stemmed, max over references"),
-        Metric("bleu", bleu, "sacrebleu corpus BLEU, multiple references"),
+        Metric("accuracy", "exact match after strip()", _max_over_references(_accuracy)),
+        Metric("exact_match", "SNI-normalised exact match (articles kept)", _max_over_references(_exact_match)),
+        Metric("squad_em", "SQuAD-normalised exact match (articles removed)", _max_over_references(_squad_em)),
+        Metric("f1", "SQuAD token F1, max over references", _max_over_references(token_f1)),
+        Metric("rouge_l", "ROUGE-L F-measure, stemmed, max over references", _rouge_l_examples),
+        Metric("bleu", "sacrebleu corpus BLEU, multiple references", corpus=bleu),
     )
 }
 
@@ -152,6 +157,13 @@ def compute(name: str, predictions: Predictions, references: References) -> floa
     metric = get_metric(name)
     _check_inputs(name, predictions, references)
     return metric.fn(predictions, references)
+
+
+def example_scores(name: str, predictions: Predictions, references: References) -> list[float] | None:
+    """Per-example scores x100 whose mean is :func:`compute`'s result; None for a corpus-level metric (BLEU)."""
+    metric = get_metric(name)
+    _check_inputs(name, predictions, references)
+    return metric.per_example(predictions, references) if metric.per_example is not None else None
 
 
 def _check_inputs(name: str, predictions: Predictions, references: References) -> None:

@@ -215,6 +215,13 @@ def test_adapters_side_by_side_with_deltas(env):
     assert result.tasks["echo"]["max_new_tokens"] >= 1
     data = result.to_dict()
     assert data["config"]["models"]["lora"] == str(env["lora"]) and "torch" in data["versions"]
+    # Paired bootstrap: point deltas are the report's; the zero adapter is the base on every resample.
+    boot = data["paired_bootstrap"]
+    assert boot["base"] == base and boot["resamples"] == 1000
+    assert boot["models"]["lora"]["overall"]["delta"] == pytest.approx(report.delta_overall("lora"), abs=1e-3)
+    for task, got in boot["models"]["zero"]["tasks"].items():
+        assert (got["delta"], got["low"], got["high"]) == (0.0, 0.0, 0.0), task
+    assert "## Paired bootstrap: model - " in markdown
 
 
 def test_k_shot_prompts_never_hold_the_example_itself(env):
