@@ -21,10 +21,11 @@ How each example is scored (REFERENCE.md, "Scoring"):
 
 Only the non-inverted templates are scored; a task's result is the median over templates with the
 spread, a cluster's the mean of its task medians (:mod:`t2t.report`); each adapter's deltas get a 95%
-interval from a paired bootstrap over the evaluated rows (``--bootstrap N``, :mod:`t2t.significance`). ``--limit N`` takes the first N
-rows of the split. ``--num-shots K`` prepends K exemplars from the train split, FLAN style
-(``x + "\\n\\n" + y``, joined and followed by ``"\\n\\n\\n"``), drawn per example from ``--seed``, never
-the example itself; when the prompt exceeds ``--max-input-len`` the farthest exemplars are dropped.
+interval from a paired bootstrap over the evaluated rows (``--bootstrap N``, :mod:`t2t.significance`).
+``--limit N`` takes the first N rows of the split. ``--num-shots K`` prepends K exemplars from the train
+split, FLAN style (``x + "\\n\\n" + y``, joined and followed by ``"\\n\\n\\n"``), drawn per example from
+``--seed``, never the example itself; when the prompt exceeds ``--max-input-len`` the farthest exemplars
+are dropped (:mod:`t2t.prompts`).
 
 The base model is loaded once; adapters are loaded onto it one after another with peft.
 Outputs in ``--output-dir`` (default ``<run>/eval`` for a t2t.finetune run, ``<adapter>/eval`` for

@@ -7,7 +7,9 @@ Only safetensors weights are read; remote code is never trusted unless asked for
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -114,7 +116,17 @@ def apply_lora(model: torch.nn.Module, r: int, alpha: int, dropout: float,
                        f"{sorted(n for n in names if n)[:12]})")
     config = LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=r, lora_alpha=alpha, lora_dropout=dropout,
                         target_modules=targets)
-    return get_peft_model(model, config)
+    with _quiet_peft():
+        return get_peft_model(model, config)
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    # peft 0.21 asks transformers 5 for is_gradient_checkpointing, deprecated there: a FutureWarning on
+    # every adapter load that users can do nothing about.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def load_adapter(model: torch.nn.Module, adapter_dir: str, name: str = "default") -> torch.nn.Module:
@@ -127,5 +139,6 @@ def load_adapter(model: torch.nn.Module, adapter_dir: str, name: str = "default"
                        "that t2t.finetune printed)")
     if not (path / "adapter_model.safetensors").is_file():
         raise T2TError(f"--adapter {adapter_dir}: no adapter_model.safetensors (t2t reads only safetensors)")
-    return PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=False)
+    with _quiet_peft():
+        return PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=False)
 
