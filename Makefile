@@ -21,7 +21,7 @@ demo: setup
 
 test: setup
 	$(PY) -m t2t.tasks check
-	$(PY) -m pytest -q
+	$(PY) -m pytest
 
 lint: setup
 	$(PY) -m pip install -q ruff && $(PY) -m ruff check t2t tests benchmarks
