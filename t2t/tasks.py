@@ -4,6 +4,7 @@
     python -m t2t.tasks show TASK
     python -m t2t.tasks render TASK [--template T] [--n N] [--split S] [--seed K] [--no-options] [--json]
     python -m t2t.tasks check [PATHS...]
+    python -m t2t.tasks import templates.yaml --cluster C [--out DIR] [--name N] [--overwrite]
 """
 
 from __future__ import annotations
@@ -32,14 +33,20 @@ def add_task_dir_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
+def _choices_summary(task: Task, template: str | None) -> list[str] | str | None:
+    fixed = task.fixed_choices(template)
+    return list(fixed) if fixed is not None else ("per-row" if task.has_choices else None)
+
+
 def task_summary(task: Task) -> dict[str, Any]:
     return {
         "name": task.name,
         "cluster": task.cluster,
         "templates": task.template_names,
         "inverted_templates": [n for n, t in task.templates.items() if t.inverted],
-        "choices": list(task._fixed_choices) if task._fixed_choices is not None
-        else ("per-row" if task.has_choices else None),
+        "choices": _choices_summary(task, None),
+        "template_choices": {n: _choices_summary(task, n) for n in task.template_names
+                             if task.overrides_choices(n)},
         "metrics": list(task.metrics),
         "source": task.source,
         "source_id": task.source_id,
@@ -104,6 +111,31 @@ def check_tasks(registry: TaskRegistry, generated_rows: int = 3) -> tuple[int, i
     return len(registry), renders, problems
 
 
+def import_promptsource(args: argparse.Namespace) -> int:
+    from t2t.promptsource import import_file
+
+    if args.name and len(args.paths) > 1:
+        raise T2TError("--name names one task: give one templates.yaml with it")
+    examples = []
+    for text in args.example:
+        try:
+            row = json.loads(text)
+        except ValueError as exc:
+            raise T2TError(f"--example {text[:60]!r}: not JSON ({exc})") from None
+        if not isinstance(row, dict):
+            raise T2TError(f"--example {text[:60]!r}: a row is a JSON object of fields, e.g. "
+                           '\'{"premise": "...", "label": 0}\'')
+        examples.append(row)
+    for path in args.paths:
+        out = import_file(path, args.out, args.cluster, args.name, args.overwrite, examples)
+        print(f"wrote {out}")
+    if not examples:
+        print("add a row of the dataset as 'example:' in its front matter (or re-import with --example) so that "
+              "'python -m t2t.tasks check' can render every template")
+    print(f"check it with: python -m t2t.tasks check {args.out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m t2t.tasks", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,9 +157,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_render.add_argument("--json", action="store_true")
     p_check = sub.add_parser("check", help="validate task files by rendering every template")
     p_check.add_argument("paths", nargs="*", help="files or folders (default: every task folder)")
+    p_import = sub.add_parser("import", help="convert a promptsource templates.yaml into a t2t task file")
+    p_import.add_argument("paths", nargs="+", metavar="TEMPLATES_YAML", help="promptsource templates.yaml file(s)")
+    p_import.add_argument("--cluster", required=True, help="the cluster of the imported task(s), e.g. nli")
+    p_import.add_argument("--out", default="templates/imported", help="folder to write to (default %(default)s)")
+    p_import.add_argument("--name", help="task name (default DATASET_SUBSET; only with one file)")
+    p_import.add_argument("--example", action="append", default=[], metavar="JSON",
+                          help="a dataset row as JSON, written as the file's example row and rendered by every "
+                               "template now and by 'check' later (repeatable)")
+    p_import.add_argument("--overwrite", action="store_true", help="replace an existing task file")
+    p_import.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     for p in (p_list, p_show, p_render, p_check):
         add_task_dir_option(p)
     args = parser.parse_args(argv)
+    if args.command == "import":
+        return import_promptsource(args)
     quiet_datasets()
 
     if args.command == "check":

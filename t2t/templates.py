@@ -51,7 +51,7 @@ KNOWN_FIELDS = {
     "references", "metrics", "example", "templates", "tags",
 }
 KNOWN_METRICS = ("accuracy", "exact_match", "squad_em", "f1", "rouge_l", "bleu")
-TEMPLATE_META_FIELDS = {"inverted", "description"}
+TEMPLATE_META_FIELDS = {"inverted", "description", "choices"}
 _BLOCK_RE = re.compile(
     r"\{%(?P<lt>-?)\s*block\s+(?P<name>\w+)\s*(?:scoped\s*)?(?:required\s*)?-?%\}"
     r"(?P<body>.*?)"
@@ -217,18 +217,9 @@ class Task:
         self.example_rows = self._example_rows()
         self.env = env
         choices = meta.get("choices")
-        if choices is not None and not (isinstance(choices, str) or (
-                isinstance(choices, list) and choices and all(isinstance(c, (str, int, float)) for c in choices))):
-            raise TaskFileError("choices must be a non-empty list of strings or a Jinja string "
-                                "rendering 'a ||| b'", path=p, task=self.name, field="choices")
-        if isinstance(choices, list) and any(isinstance(c, bool) for c in choices):
-            raise self._err("unquoted yes/no/true/false/on/off are YAML booleans, not words; quote them: "
-                            "choices: [\"yes\", \"no\"]", field="choices")
-        self._fixed_choices = tuple(str(c).strip() for c in choices) if isinstance(choices, list) else None
-        if self._fixed_choices is not None and (
-                "" in self._fixed_choices or len(set(self._fixed_choices)) < len(self._fixed_choices)):
-            raise self._err("choices must be distinct and not empty", field="choices")
-        self._choices_tpl = self._compile_field("choices", choices) if isinstance(choices, str) else None
+        self._choices = self._choices_spec(choices, "choices")
+        # Per-template overrides (promptsource's answer_choices differ between templates of a dataset).
+        self._template_choices: dict[str, tuple[tuple[str, ...] | None, jinja2.Template | None]] = {}
         self.has_choices = choices is not None
         self._answer_tpl = self._compile_field("answer", meta.get("answer"))
         self._references_tpl = self._compile_field("references", meta.get("references"))
@@ -287,6 +278,24 @@ class Task:
             raise self._err("limit maps split names to positive example counts, e.g. {train: 30000}",
                             field="limit")
         return {str(k): int(v) for k, v in limit.items()}
+
+    def _choices_spec(self, choices: Any, key: str) -> tuple[tuple[str, ...] | None, jinja2.Template | None]:
+        """A ``choices`` value: (fixed choices, None) for a list, (None, compiled Jinja) for a string."""
+        if choices is None:
+            return None, None
+        if not (isinstance(choices, str) or (
+                isinstance(choices, list) and choices and all(isinstance(c, (str, int, float)) for c in choices))):
+            raise self._err("choices must be a non-empty list of strings or a Jinja string rendering 'a ||| b'",
+                            field=key)
+        if isinstance(choices, list) and any(isinstance(c, bool) for c in choices):
+            raise self._err("unquoted yes/no/true/false/on/off are YAML booleans, not words; quote them: "
+                            "choices: [\"yes\", \"no\"]", field=key)
+        if isinstance(choices, str):
+            return None, self._compile_field(key, choices)
+        fixed = tuple(str(c).strip() for c in choices)
+        if "" in fixed or len(set(fixed)) < len(fixed):
+            raise self._err("choices must be distinct and not empty", field=key)
+        return fixed, None
 
     def _metrics(self) -> tuple[str, ...]:
         metrics = self.meta.get("metrics")
@@ -393,6 +402,11 @@ class Task:
                 raise self._err(f"template settings allow only {sorted(TEMPLATE_META_FIELDS)} "
                                 "(inverted: true or false)",
                                 field=f"templates.{name}")
+            if "choices" in settings:
+                if not self.has_choices:
+                    raise self._err("a template can override the task's choices only in a task with choices; "
+                                    "add a task-level choices: field", field=f"templates.{name}.choices")
+                self._template_choices[name] = self._choices_spec(settings["choices"], f"templates.{name}.choices")
             self.templates[name] = TemplateInfo(name, bool(settings.get("inverted", False)),
                                                 str(settings.get("description", "")), line_of(m.start()))
         for name in meta_templates:
@@ -435,12 +449,23 @@ class Task:
             raise self._err(f"{kind}: {exc}{hint}", template=template, field=missing or field,
                             line=_error_line(exc, str(self.path)) if template else None) from None
 
-    def choices_for(self, row: Mapping[str, Any]) -> tuple[str, ...] | None:
-        if self._fixed_choices is not None:
-            return self._fixed_choices
-        if self._choices_tpl is None:
+    def overrides_choices(self, template: str) -> bool:
+        """Whether ``template`` has choices of its own (``templates: {NAME: {choices: ...}}``)."""
+        return template in self._template_choices
+
+    def fixed_choices(self, template: str | None = None) -> tuple[str, ...] | None:
+        """The choices when they are a fixed list (the task's, or ``template``'s override); else None."""
+        return self._template_choices.get(template, self._choices)[0] if template else self._choices[0]
+
+    def choices_for(self, row: Mapping[str, Any], template: str | None = None) -> tuple[str, ...] | None:
+        """The answer choices of ``row`` (with ``template``'s own choices where it overrides the task's)."""
+        fixed, tpl = self._template_choices.get(template, self._choices) if template else self._choices
+        if fixed is not None:
+            return fixed
+        if tpl is None:
             return None
-        text = self._run(self._choices_tpl, {**row, "row": row}, None, "choices")
+        field = f"templates.{template}.choices" if template in self._template_choices else "choices"
+        text = self._run(tpl, {**row, "row": row}, None, field)
         return tuple(c.strip() for c in text.split(SEPARATOR) if c.strip())
 
     def render(self, row: Mapping[str, Any], index: int = 0, template: str | None = None, *,
@@ -460,7 +485,7 @@ class Task:
             raise self._err(f"no such template; did you mean {near}?" if near else
                             f"no such template; templates: {', '.join(self.template_names)}", template=template)
         info = self.templates[template]
-        choices = self.choices_for(row)
+        choices = self.choices_for(row, template)
         base = {**row, "row": row, "task_name": self.name, "template_name": template}
         if choices is not None:
             base["choices"] = list(choices)

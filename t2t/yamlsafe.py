@@ -22,10 +22,12 @@ class YAMLLimitError(yaml.YAMLError):
         self.problem_mark = None
 
 
-def safe_load(text: str) -> Any:
-    """``yaml.safe_load`` that refuses alias bombs, self-referring aliases and very deep nesting."""
+def safe_load(text: str, loader: type[yaml.SafeLoader] = yaml.SafeLoader) -> Any:
+    """``yaml.safe_load`` that refuses alias bombs, self-referring aliases and very deep nesting.
+
+    ``loader``: a :class:`yaml.SafeLoader` subclass (one that adds constructors for a format's tags)."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader (sub)class
         _expanded_size(data, {}, set())
     except RecursionError:
         raise YAMLLimitError("nested too deeply") from None

@@ -161,6 +161,49 @@ def test_per_row_choices(tmp_path: Path) -> None:
     assert ex.input == "Q? OPTIONS:\n- red\n- blue\n- green"
 
 
+def test_a_template_can_override_the_choices(tmp_path: Path) -> None:
+    """promptsource style: templates of one task answer with different words."""
+    task = load_one(tmp_path, "ovr", """\
+        ---
+        cluster: nli
+        source: {generator: x}
+        choices: ["yes", "no"]
+        answer: "{{ choices[label] }}"
+        templates:
+          gpt3: {choices: ["True", "False"]}
+          per_row: {choices: "{{ row.words | join(' ||| ') }}"}
+        ---
+        {% block plain %}
+        {{ q }} {{ options }} ||| {{ answer }}
+        {% endblock %}
+        {% block gpt3 %}
+        {{ q }} True or False? ||| {{ answer }}
+        {% endblock %}
+        {% block per_row %}
+        {{ q }} {{ options }} ||| {{ choices[label] }}
+        {% endblock %}
+        """)
+    row = {"q": "Q?", "label": 1, "words": ["up", "down"]}
+    assert task.render(row, 0, "plain").choices == ("yes", "no")
+    ex = task.render(row, 0, "gpt3")
+    assert ex.choices == ("True", "False") and ex.target == "False"
+    ex = task.render(row, 0, "per_row")
+    assert ex.choices == ("up", "down") and ex.target == "down" and ex.input == "Q? OPTIONS:\n- up\n- down"
+    assert task.fixed_choices() == ("yes", "no") and task.fixed_choices("gpt3") == ("True", "False")
+    assert task.overrides_choices("per_row") and not task.overrides_choices("plain")
+
+
+@pytest.mark.parametrize("settings, expect", [
+    ("choices: [\"a\", \"b\"]\ntemplates: {t: {choices: [on, off]}}", "templates.t.choices.*YAML booleans"),
+    ("templates: {t: {choices: [\"a\"]}}", "templates.t.choices.*only in a task with choices"),
+    ("choices: [\"a\", \"b\"]\ntemplates: {t: {choices: [\"a\", \"a\"]}}", "templates.t.choices.*distinct"),
+])
+def test_bad_template_choices(tmp_path: Path, settings: str, expect: str) -> None:
+    text = f"---\ncluster: c\nsource: {{generator: x}}\n{settings}\n---\n{{% block t %}}\nq ||| a\n{{% endblock %}}\n"
+    with pytest.raises(TaskFileError, match=expect):
+        load_one(tmp_path, "badc", text)
+
+
 def test_undefined_field_names_file_template_line_and_field(tmp_path: Path) -> None:
     task = load_one(tmp_path, "undef", """\
         ---
