@@ -45,8 +45,11 @@ class StepBatches:
     def __reduce__(self) -> tuple[Any, ...]:
         # From a worker process, each tensor would travel through a shared-memory segment of its own
         # (~0.1 ms each, 10 per step): send one flat tensor and a layout instead (1.4x faster on CPU).
+        tensors = [v for b in self.batches for v in b.values()]
+        if any(v.is_floating_point() or v.is_complex() for v in tensors):  # int64 would not carry them
+            return StepBatches, (self.batches, self.global_tokens, self.error)
         layout = [[(key, v.dtype, tuple(v.shape)) for key, v in b.items()] for b in self.batches]
-        flat = [v.reshape(-1).to(torch.int64) for b in self.batches for v in b.values()]
+        flat = [v.reshape(-1).to(torch.int64) for v in tensors]
         return _rebuild_step, (torch.cat(flat) if flat else torch.zeros(0, dtype=torch.int64), layout,
                                self.global_tokens, self.error)
 

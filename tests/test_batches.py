@@ -29,6 +29,8 @@ def test_step_batches_travel_between_processes_unchanged() -> None:
         assert mine.keys() == theirs.keys()
         for key in mine:
             assert theirs[key].dtype == mine[key].dtype and torch.equal(theirs[key], mine[key])
+    floats = pickle.loads(pickle.dumps(StepBatches([{"w": torch.tensor([0.5, 1e-8])}], 1)))
+    assert torch.equal(floats.batches[0]["w"], torch.tensor([0.5, 1e-8]))
     empty = pickle.loads(pickle.dumps(StepBatches([], 0, error="the stream ended")))
     assert empty.batches == [] and empty.error == "the stream ended"
 
