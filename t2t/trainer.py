@@ -204,8 +204,9 @@ def backward_step(loss_module: torch.nn.Module, prepared: StepBatches, pad_id: i
     step_loss = torch.zeros((), device=accelerator.device)
     real_tokens = 0
     for k, cpu_batch in enumerate(prepared.batches):
+        # Counted on the CPU copy: int() of a GPU tensor would wait for the GPU at every micro-batch.
+        real_tokens += int((cpu_batch["input_ids"] != pad_id).sum()) + int((cpu_batch["labels"] >= 0).sum())
         batch = {key: v.to(accelerator.device, non_blocking=True) for key, v in cpu_batch.items()}
-        real_tokens += int((batch["input_ids"] != pad_id).sum()) + int((batch["labels"] >= 0).sum())
         sync = contextlib.nullcontext() if k == len(prepared.batches) - 1 else accelerator.no_sync(loss_module)
         with sync, accelerator.autocast():
             loss_sum, _ = loss_module(batch)
