@@ -17,9 +17,9 @@ A task file looks like this (the README documents every field)::
     {{ answer }}
     {% endblock %}
 
-Each block is compiled as its own sandboxed template. The text of the other blocks is blanked out
-(newlines kept), so Jinja's line numbers are the file's line numbers and the imports and macros at the
-top of the body are visible in every block.
+The file's text is split into front matter and blocks by :mod:`t2t.taskfile`; here the front matter is
+checked field by field, each block is compiled as its own sandboxed template (the other blocks blanked,
+so Jinja's line numbers are the file's), and rows are rendered into :class:`Example` records.
 """
 
 from __future__ import annotations
@@ -36,13 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import yaml
-from jinja2 import nodes
 from jinja2.sandbox import SecurityError
 
-from t2t import yamlsafe
 from t2t.errors import TaskFileError
 from t2t.sandbox import Helper, T2TSandbox
+from t2t.taskfile import TOO_DEEP, split_blocks, split_front_matter
 
 SEPARATOR = "|||"
 SPLITS = ("train", "validation", "test")
@@ -52,14 +50,6 @@ KNOWN_FIELDS = {
 }
 KNOWN_METRICS = ("accuracy", "exact_match", "squad_em", "f1", "rouge_l", "bleu")
 TEMPLATE_META_FIELDS = {"inverted", "description", "choices"}
-_BLOCK_RE = re.compile(
-    r"\{%(?P<lt>-?)\s*block\s+(?P<name>\w+)\s*(?:scoped\s*)?(?:required\s*)?-?%\}"
-    r"(?P<body>.*?)"
-    r"\{%-?\s*endblock(?:\s+(?P<endname>\w+))?\s*(?P<rt>-?)%\}",
-    re.S,
-)
-_BLOCK_OPEN_RE = re.compile(r"\{%-?\s*block\s+(\w+)\s*(?:scoped\s*)?(?:required\s*)?-?%\}")
-_BLOCK_END_RE = re.compile(r"\{%-?\s*endblock(?:\s+\w+)?\s*-?%\}")
 
 
 def _is_count(v: Any) -> bool:
@@ -87,8 +77,6 @@ _SOURCE_TYPES: dict[str, tuple[Any, str]] = {
     "seed": (_is_count, "an integer"),
 }
 
-# What Jinja or Python raise, instead of a TemplateSyntaxError, on templates nested too deeply to compile.
-_TOO_DEEP = (RecursionError, SyntaxError, MemoryError)
 _UNDEFINED_RE = re.compile(r"'([^']+)' is undefined|has no attribute '([^']+)'")
 
 
@@ -154,28 +142,6 @@ def _error_line(exc: BaseException, filename: str) -> int | None:
 def _undefined_field(exc: BaseException) -> str | None:
     m = _UNDEFINED_RE.search(str(exc))
     return (m.group(1) or m.group(2)) if m else None
-
-
-def split_front_matter(text: str, path: str) -> tuple[dict[str, Any], str, int]:
-    """Return (metadata, body, number of lines before the body)."""
-    if not text.startswith("---"):
-        raise TaskFileError("a task file must start with a '---' line opening its YAML front matter",
-                            path=path, line=1)
-    lines = text.split("\n")
-    end = next((i for i in range(1, len(lines)) if lines[i].rstrip() == "---"), None)
-    if end is None:
-        raise TaskFileError("the YAML front matter is not closed by a '---' line", path=path, line=1)
-    try:
-        meta = yamlsafe.safe_load("\n".join(lines[1:end])) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 2 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise TaskFileError(f"bad YAML in front matter: {problem} (quote Jinja values: "
-                            "answer: \"{{ choices[label] }}\")", path=path, line=line) from None
-    if not isinstance(meta, dict):
-        raise TaskFileError("the front matter must be a YAML mapping of fields", path=path, line=2)
-    return meta, "\n".join(lines[end + 1:]), end + 1
 
 
 class Task:
@@ -326,72 +292,22 @@ class Task:
             return self.env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise self._err(f"bad Jinja: {exc.message}", field=key) from None
-        except _TOO_DEEP as exc:
+        except TOO_DEEP as exc:
             raise self._err(f"Jinja too deeply nested to compile ({type(exc).__name__})", field=key) from None
 
     # -- body -------------------------------------------------------------------------------------
     def _compile_body(self, body: str, offset: int) -> None:
-        p = str(self.path)
-        line_of = lambda pos: offset + body.count("\n", 0, pos) + 1  # noqa: E731
-        # An opening after the last endblock never matches _BLOCK_RE, and each one would make the
-        # regex rescan the rest of the file: refuse it first, so that loading stays linear.
-        ends = [m.end() for m in _BLOCK_END_RE.finditer(body)]
-        unclosed = _BLOCK_OPEN_RE.search(body, ends[-1] if ends else 0)
-        if unclosed:
-            raise self._err(f"{{% block {unclosed.group(1)} %}} is not closed by {{% endblock %}}",
-                            template=unclosed.group(1), line=line_of(unclosed.start()))
-        blocks = list(_BLOCK_RE.finditer(body))
-        if not blocks:
-            raise self._err("no templates: write each prompt as {% block NAME %} input ||| target "
-                            "{% endblock %}", line=offset + 1)
-        outside = _BLOCK_RE.sub("", body)
-        try:
-            self.env.parse(body)  # catches syntax errors outside blocks and duplicate block names
-            outside_ast = self.env.parse(outside)
-        except jinja2.TemplateSyntaxError as exc:
-            raise self._err(f"bad Jinja: {exc.message}", line=offset + (exc.lineno or 1)) from None
-        except _TOO_DEEP as exc:
-            raise self._err(f"Jinja too deeply nested to compile ({type(exc).__name__})") from None
-        for node in outside_ast.body:
-            if isinstance(node, nodes.Output) and any(
-                    not (isinstance(n, nodes.TemplateData) and not n.data.strip()) for n in node.nodes):
-                raise self._err("text outside {% block %} ... {% endblock %}: only imports, macros, "
-                                "set and comments may stand there", line=offset + node.lineno)
         meta_templates = self.meta.get("templates") or {}
         if not isinstance(meta_templates, dict):
             raise self._err("templates maps template names to settings, e.g. {NAME: {inverted: true}}",
                             field="templates")
-        first_line: dict[str, int] = {}
-        for m in blocks:
-            name = m.group("name")
-            if name in first_line:
-                raise self._err(f"template '{name}' defined twice (lines {first_line[name]} and "
-                                f"{line_of(m.start())}); template names must be unique in a task",
-                                template=name, line=line_of(m.start()))
-            first_line[name] = line_of(m.start())
-            if m.group("endname") and m.group("endname") != name:
-                raise self._err(f"{{% endblock {m.group('endname')} %}} closes block '{name}'",
-                                template=name, line=line_of(m.end()))
-            if "{% block" in m.group("body") or "{%- block" in m.group("body"):
-                raise self._err("blocks cannot be nested", template=name, line=line_of(m.start("body")))
-            # Blank every other block, keeping newlines so that line numbers stay the file's.
-            pieces, last = [], 0
-            for other in blocks:
-                pieces.append(body[last:other.start()])
-                if other is m:
-                    pieces.append("\n" * body.count("\n", other.start(), other.start("body")))
-                    pieces.append(other.group("body"))
-                    pieces.append("\n" * body.count("\n", other.end("body"), other.end()))
-                else:
-                    pieces.append("\n" * body.count("\n", other.start(), other.end()))
-                last = other.end()
-            pieces.append(body[last:])
-            source = "\n" * offset + "".join(pieces)
+        for block in split_blocks(body, offset, self.env, self._err):
+            name = block.name
             try:
-                code = self.env.compile(source, name=f"{self.name}:{name}", filename=p)
+                code = self.env.compile(block.source, name=f"{self.name}:{name}", filename=str(self.path))
             except jinja2.TemplateSyntaxError as exc:
                 raise self._err(f"bad Jinja: {exc.message}", template=name, line=exc.lineno) from None
-            except _TOO_DEEP as exc:
+            except TOO_DEEP as exc:
                 raise self._err(f"Jinja too deeply nested to compile ({type(exc).__name__})",
                                 template=name) from None
             self._templates[name] = self.env.template_class.from_code(
@@ -408,7 +324,7 @@ class Task:
                                     "add a task-level choices: field", field=f"templates.{name}.choices")
                 self._template_choices[name] = self._choices_spec(settings["choices"], f"templates.{name}.choices")
             self.templates[name] = TemplateInfo(name, bool(settings.get("inverted", False)),
-                                                str(settings.get("description", "")), line_of(m.start()))
+                                                str(settings.get("description", "")), block.line)
         for name in meta_templates:
             if name not in self.templates:
                 raise self._err(f"settings for template '{name}' but no such block; blocks: "
