@@ -108,11 +108,29 @@ def restore_torch_rng(tensors: dict[str, torch.Tensor]) -> None:
 
 
 def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete checkpoint under ``root``, oldest first."""
     if not root.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if (m := CHECKPOINT_RE.match(p.name)) and p.is_dir()
-             and (p / "state.json").is_file()]
+             and all((p / name).is_file() for name in ("state.json", "trainable.safetensors"))]
     return sorted(found)
+
+
+def _remove(path: Path) -> None:
+    """Delete a checkpoint folder. It is renamed to a hidden name first (atomic), so that a kill during
+    the deletion never leaves a half-deleted folder under a checkpoint's name."""
+    trash = path.with_name(f".{path.name}.del")
+    if trash.exists():
+        shutil.rmtree(trash, ignore_errors=True)
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _sweep(root: Path) -> None:
+    """Remove what an earlier kill left behind: unfinished saves, replaced or half-deleted checkpoints."""
+    for leftover in root.glob(".checkpoint-*"):
+        if leftover.is_dir() and leftover.suffix in (".tmp", ".old", ".del"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -125,8 +143,8 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: to
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"checkpoint-{step:06d}"
     tmp = root / f".checkpoint-{step:06d}.tmp"
-    if rank == 0 and tmp.exists():
-        shutil.rmtree(tmp)
+    if rank == 0:
+        _sweep(root)
     if barrier:
         barrier()
     if rank == 0:
@@ -153,7 +171,7 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: to
             os.replace(tmp, final)
         _fsync_dir(root)
         for _, old_path in list_checkpoints(root)[:-keep]:
-            shutil.rmtree(old_path, ignore_errors=True)
+            _remove(old_path)
     if barrier:
         barrier()
     return final

@@ -75,3 +75,38 @@ def test_kill_minus_nine_and_resume_gives_the_uninterrupted_adapter(tmp_path: Pa
     assert ref.keys() == got.keys()
     for key in ref:
         assert (ref[key] == got[key]).all(), key
+
+
+def test_a_kill_while_pruning_never_leaves_a_half_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pruning renames a checkpoint away before deleting it; a kill during the deletion (simulated by an
+    exception out of rmtree) leaves only a hidden folder, which the next save sweeps."""
+    import shutil
+
+    import torch
+
+    from t2t import checkpoint
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    root = tmp_path / "checkpoints"
+    for step in (1, 2):
+        checkpoint.save_checkpoint(root, step, model, optimizer, {}, keep=2)
+    real_rmtree = shutil.rmtree
+
+    def killed(path, *args, **kwargs):  # deletes one file, then the process "dies"
+        files = sorted(p for p in Path(path).iterdir())
+        if files:
+            files[-1].unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_checkpoint(root, 3, model, optimizer, {}, keep=2)
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", real_rmtree)
+    assert [s for s, _ in checkpoint.list_checkpoints(root)] == [2, 3]
+    assert (root / ".checkpoint-000001.del").is_dir()
+    checkpoint.save_checkpoint(root, 4, model, optimizer, {}, keep=2)
+    assert sorted(p.name for p in root.iterdir()) == ["checkpoint-000003", "checkpoint-000004"]
+    # A folder that lost a file some other way is not listed as a checkpoint either.
+    (root / "checkpoint-000004" / "trainable.safetensors").unlink()
+    assert [s for s, _ in checkpoint.list_checkpoints(root)] == [3]
