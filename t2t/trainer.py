@@ -240,14 +240,16 @@ def _save_model_dir(model: torch.nn.Module, tokenizer: Any, out: Path) -> None:
     """Write a model (or adapter) folder into a temp folder, then rename it into place."""
     import shutil
 
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp, old = out.with_name(f".{out.name}.tmp"), out.with_name(f".{out.name}.old")
+    for leftover in (tmp, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
     model.save_pretrained(str(tmp), safe_serialization=True)
     tokenizer.save_pretrained(str(tmp))
-    if out.exists():
-        shutil.rmtree(out)
+    if out.exists():  # renamed away, not deleted in place: a kill never leaves a half folder under its name
+        os.replace(out, old)
     os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_final(model: torch.nn.Module, tokenizer: Any, out: Path, merge_dir: Path | None = None) -> None:
