@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -385,10 +386,14 @@ def write_outputs(result: EvalResult, out: Path) -> dict[str, Path]:
     except OSError as exc:
         raise T2TError(f"--output-dir {out}: cannot create it ({exc.strerror or exc})") from None
     paths = {"markdown": out / "report.md", "json": out / "results.json", "png": out / "report.png"}
-    paths["markdown"].write_text(result.markdown(), encoding="utf-8")
-    text = json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n"
-    paths["json"].write_text(text, encoding="utf-8")
-    plot_bars(result.report, paths["png"])
+    # Each file is written under a hidden name and renamed into place: an interrupted run never leaves
+    # a truncated report in place of an earlier one (with --overwrite).
+    staged = {key: path.with_name(f".{path.stem}.tmp{path.suffix}") for key, path in paths.items()}
+    staged["markdown"].write_text(result.markdown(), encoding="utf-8")
+    staged["json"].write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    plot_bars(result.report, staged["png"])
+    for key, path in paths.items():
+        os.replace(staged[key], path)
     return paths
 
 
