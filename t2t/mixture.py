@@ -14,9 +14,11 @@ The shares are the rates normalised to sum to 1. Worked example, sizes a=100, b=
 
 Held out: the mixture's ``heldout`` (of itself and of every nested mixture) plus any names given on the
 command line (``--heldout``, clusters or tasks; ``cluster:X`` / ``task:X`` when a name is both). A
-held-out cluster holds out every task of that cluster in the task registry. Held-out tasks are never in
-training, and a training task with the same ``source_id`` as a held-out task is an error naming both,
-unless ``allow_source_overlap: true`` (or ``--allow-source-overlap``).
+held-out cluster holds out every task of that cluster that the mixture selects (itself and nested; a
+cluster with none is an error); tasks of the cluster outside the mixture are not trained either way and are
+not reported as its held-out part. Held-out tasks are never in training, and a training task with the
+same ``source_id`` as a held-out task is an error naming both, unless ``allow_source_overlap: true``
+(or ``--allow-source-overlap``).
 
     python -m t2t.mixture list
     python -m t2t.mixture show NAME [--heldout C] [--json]
@@ -216,7 +218,10 @@ class _Resolver:
                 raise T2TError(f"{where}: task '{task.name}' has no train split (splits: "
                                f"{', '.join(task.splits)}); exclude it (exclude: {{tasks: [...]}}) "
                                "or hold it out")
-            self._sizes[task.name] = num_rows(task, TRAIN_SPLIT)
+            try:
+                self._sizes[task.name] = num_rows(task, TRAIN_SPLIT)
+            except T2TError as exc:  # name the mixture that needed the task as well as the task
+                raise T2TError(f"{where}: {exc}") from None
         return self._sizes[task.name]
 
     def sub(self, spec: MixtureSpec, name: str, stack: tuple[str, ...]) -> MixtureSpec:
@@ -271,6 +276,15 @@ class _Resolver:
             out |= tagged
         return out
 
+    def universe(self, spec: MixtureSpec, stack: tuple[str, ...] = ()) -> set[str]:
+        """Every task the mixture selects (itself and nested), before anything is held out."""
+        chosen = self.select(spec, spec.include, "include") | self.select(spec, Selection(tasks=tuple(
+            spec.weights)), "weights")
+        chosen -= self.select(spec, spec.exclude, "exclude")
+        for sub_name in spec.mixtures:
+            chosen |= self.universe(self.sub(spec, sub_name, stack), stack + (spec.name,))
+        return chosen
+
     def shares(self, spec: MixtureSpec, heldout: set[str], stack: tuple[str, ...] = ()
                ) -> tuple[dict[str, float], dict[str, MixtureSpec]]:
         """Normalised shares of the mixture's training tasks, and the spec that owns each task."""
@@ -310,7 +324,17 @@ def resolve(spec: MixtureSpec | str, tasks: TaskRegistry, mixtures: MixtureRegis
     extra_clusters, extra_names = parse_heldout(heldout, tasks)
     h_clusters |= extra_clusters
     h_names |= extra_names
-    held = {t.name: t for c in h_clusters for t in tasks.by_cluster(c)}
+    # A held-out cluster is the part of that cluster this mixture selects: tasks of the cluster that the
+    # mixture never selects are not trained either way, and are not evaluated as its held-out part.
+    universe = r.universe(spec)
+    held = {}
+    for c in sorted(h_clusters):
+        in_mixture = {t.name: t for t in tasks.by_cluster(c) if t.name in universe}
+        if not in_mixture:
+            clusters = sorted({tasks.get(n).cluster for n in universe})
+            raise T2TError(f"{spec.where}: held-out cluster '{c}' has no task in this mixture (its clusters: "
+                           f"{', '.join(clusters)}); hold out one of those, or name tasks to hold out")
+        held.update(in_mixture)
     held.update({n: tasks.get(n) for n in h_names})
     shares, owner = r.shares(spec, set(held))
     if not shares:

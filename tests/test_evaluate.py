@@ -321,7 +321,7 @@ def test_cli_defaults_from_the_run_and_outputs(env, capsys):
     (["--tasks", "yesnoo"], "unknown task 'yesnoo'; did you mean yesno"),
     (["--adapter", "no/such/adapter", "--tasks", "yesno"], "--adapter no/such/adapter: no such folder"),
     (["--tasks", "yesno", "--mixture", "tmix"], "not both"),
-    (["--clusters", "nli"], "unknown cluster 'nli'"),
+    (["--clusters", "no_such_cluster"], "unknown cluster 'no_such_cluster'"),
 ])
 def test_cli_bad_options_exit_2_with_one_line(env, capsys, args, message):
     rc, out, err = _cli([*args, "--task-dir", env["tasks"], "--output-dir", env["root"] / "never"], capsys)

@@ -199,6 +199,13 @@ def test_heldout_split_is_disjoint_and_overrides_add(tmp_path: Path, suite: Path
         load(tmp_path, suite, "loco", heldout=["nli,sent"])
     with pytest.raises(T2TError, match="'nlii' is neither a cluster nor a task; did you mean nli"):
         load(tmp_path, suite, "intra", heldout=["nlii"])
+    # A held-out cluster is the part of it that the mixture selects: tasks of the cluster outside the
+    # mixture are neither trained nor reported as its held-out part; a cluster with none is an error.
+    write_mixtures(tmp_path, qa_only="include: {clusters: [qa, nli]}\nexclude: {tasks: [b]}\n")
+    m = load(tmp_path, suite, "qa_only", heldout=["nli"])
+    assert sorted(m.rates) == ["c", "d"] and [t.name for t in m.heldout] == ["a"]
+    with pytest.raises(T2TError, match="held-out cluster 'sent' has no task in this mixture.*nli, qa"):
+        load(tmp_path, suite, "qa_only", heldout=["sent"])
 
 
 def test_source_overlap_is_an_error_naming_both(tmp_path: Path) -> None:
@@ -287,7 +294,9 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 
 def test_cli_list_show_sample(tmp_path: Path, suite: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_mixtures(tmp_path, m="description: demo\ninclude: {clusters: [nli, qa]}\nheldout: {tasks: [d]}\n")
+    # (tasks a-d are the suite's nli and qa clusters; by name, because the built-in hub tasks share
+    # those cluster names and this command searches the built-in folder too)
+    write_mixtures(tmp_path, m='description: demo\ninclude: {patterns: ["[a-d]"]}\nheldout: {tasks: [d]}\n')
     dirs = ["--task-dir", str(suite), "--mixture-dir", str(tmp_path / "mixtures")]
     code, out, _ = cli(capsys, "list", *dirs[2:])
     assert code == 0 and any(line.split()[:2] == ["m", "demo"] for line in out.splitlines())
@@ -307,9 +316,24 @@ def test_cli_list_show_sample(tmp_path: Path, suite: Path, capsys: pytest.Captur
     assert code == 2 and out == "" and err.count("\n") == 1 and "unknown mixture 'nope'" in err
 
 
-def test_every_builtin_mixture_shows_offline(capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_builtin_mixture_shows_offline(capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every built-in mixture resolves; hub tasks get a stand-in size (there is no network here), so
+    nothing but the generator tasks is ever loaded."""
+    import t2t.sources
+
+    real_num_rows = t2t.sources.num_rows
+    loaded = []
+
+    def num_rows(task, split):
+        if "hf" in task.source:
+            loaded.append(task.name)
+            return 10_000
+        return real_num_rows(task, split)
+
+    monkeypatch.setattr(t2t.sources, "num_rows", num_rows)
     names = MixtureRegistry.load().names()
-    assert "offline" in names
+    assert {"offline", "offline_loco", "t0_mini"} <= set(names)
     for name in names:
         code, out, err = cli(capsys, "show", name, "--json")
         assert code == 0, err
@@ -322,3 +346,14 @@ def test_every_builtin_mixture_shows_offline(capsys: pytest.CaptureFixture[str])
     clusters = {t["cluster"] for t in offline["tasks"]}
     # intra-cluster FLAN split: exactly one held-out task per cluster, every cluster still trained on
     assert sorted(t["cluster"] for t in offline["heldout"]["tasks"]) == sorted(clusters)
+    # The offline mixtures never touch a hub task, even for a cluster that hub tasks share.
+    loaded.clear()
+    loco = json.loads(cli(capsys, "show", "offline_loco", "--heldout", "sentiment", "--json")[1])
+    assert {t["name"] for t in loco["heldout"]["tasks"]} == {
+        "sentiment_movie", "sentiment_product", "sentiment_restaurant"}
+    assert not loaded and all(t["source_id"].startswith("generator:") for t in loco["tasks"])
+    # T0's split: NLI held out entirely, paraphrase still trained.
+    t0 = json.loads(cli(capsys, "show", "t0_mini", "--json")[1])
+    assert {t["name"] for t in t0["heldout"]["tasks"]} == {"rte", "mnli", "anli_r1"}
+    assert {"paraphrase", "sentiment", "qa"} <= {t["cluster"] for t in t0["tasks"]}
+    assert "nli" not in {t["cluster"] for t in t0["tasks"]}
