@@ -33,6 +33,7 @@ the result: a template that needs a filter or global t2t does not offer is repor
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -153,9 +154,22 @@ def to_task_file(collection: Mapping[str, Any], cluster: str, name: str | None =
     body = []
     for b in blocks:
         jinja = _CHOICE_FILTER.sub(r"choice(\1)", b["jinja"])
-        prefix = "{% set answer_choices = choices %}" if task_choices is not None else ""
-        body.append(f"{{% block {b['block']} %}}{prefix}{jinja}\n{{% endblock %}}\n")
+        body.append(f"{{% block {b['block']} %}}{_answer_choices(b['choices'], task_choices)}{jinja}\n"
+                    "{% endblock %}\n")
     return name, f"---\n{head}---\n" + "\n".join(body)
+
+
+def _answer_choices(own: list[str] | str | None, task_choices: list[str] | str | None) -> str:
+    """Jinja that defines ``answer_choices`` at the top of a block, as promptsource templates expect it."""
+    if task_choices is not None:  # t2t's choices: the task's, or the template's override
+        return "{% set answer_choices = choices %}"
+    if own is None:
+        return ""
+    # A task without choices (generation): a template that has its own keeps them inside the block.
+    if isinstance(own, list):
+        return f"{{% set answer_choices = {json.dumps(own)} %}}"
+    return (f"{{% set answer_choices_text %}}{own}{{% endset %}}"
+            "{% set answer_choices = answer_choices_text.split('|||') | map('trim') | list %}")
 
 
 def import_file(path: str | Path, out_dir: str | Path, cluster: str, name: str | None = None,

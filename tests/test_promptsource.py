@@ -113,6 +113,42 @@ def test_import_refuses_to_clobber_and_leaves_nothing_broken(collection: Path, t
     assert sorted(p.name for p in out_dir.iterdir()) == ["super_glue_rte.jinja"]
 
 
+def test_generation_collection_keeps_template_choices_inside_blocks(tmp_path: Path) -> None:
+    """No scored template has choices, so the task has none; a template with its own answer_choices
+    (a fixed list or a per-row Jinja string) still reads them as answer_choices."""
+    path = tmp_path / "templates.yaml"
+    path.write_text("""\
+dataset: xsum
+templates:
+  a1: !Template
+    answer_choices: null
+    id: a1
+    jinja: 'Summarize: {{document}} ||| {{summary}}'
+    metadata: !TemplateMetadata {original_task: true, metrics: [ROUGE]}
+    name: summarize
+  b2: !Template
+    answer_choices: Yes ||| No
+    id: b2
+    jinja: 'Is "{{summary}}" a summary of "{{document}}"? ||| {{ answer_choices[0] }}'
+    metadata: !TemplateMetadata {original_task: false}
+    name: is summary
+  c3: !Template
+    answer_choices: '{{ summary }} ||| {{ document }}'
+    id: c3
+    jinja: 'Which is shorter? ||| {{ answer_choices[0] }}'
+    metadata: !TemplateMetadata {original_task: false}
+    name: shorter
+""")
+    row = {"document": "A long text.", "summary": "Short."}
+    out = import_file(path, tmp_path / "tasks", "summarization", examples=[row])
+    task = TaskRegistry.load([tmp_path / "tasks"], include_builtin=False).get("xsum")
+    assert not task.has_choices and task.metrics == ("rouge_l",) and out.name == "xsum.jinja"
+    assert task.render(row, 0, "summarize").target == "Short."
+    assert task.render(row, 0, "is_summary").target == "Yes"
+    assert task.render(row, 0, "shorter").target == "Short."
+    assert task.scored_templates() == ["summarize"]
+
+
 @pytest.mark.parametrize("text, expect", [
     ("dataset: x\n", "not a promptsource templates.yaml"),
     ("dataset: x\ntemplates: {a: !!python/object/apply:os.system [echo hi]}\n", "not a promptsource templates.yaml"),
