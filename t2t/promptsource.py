@@ -16,7 +16,8 @@ Jinja with per-template ``answer_choices`` and metadata. Each becomes one block 
 
 - ``answer_choices`` (a ``a ||| b`` Jinja string or, in older files, a list) becomes the task's ``choices``
   when most scored templates share it, and a per-template ``choices`` override otherwise. Templates
-  read it as ``answer_choices``: each block starts by setting it to ``choices``.
+  read it as ``answer_choices``: each block starts by setting it to ``choices`` (in a task without
+  choices, a template that has its own answer choices sets them inside its block).
 - ``original_task: false`` (older files: ``task_template: false``) templates do another task: they become
   ``inverted`` (trained on, never scored), as T0 scored only original-task prompts. A template without
   answer choices in a task with choices is inverted too (it cannot be rank-classified).
