@@ -45,7 +45,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -125,19 +125,19 @@ def _score_plan(model, tokenizer, plan: TaskPlan, label: str, opts: dict[str, An
             continue
         refs = [list(ex.references) for ex in exs]
         rows = tuple(ex.index for ex in exs)
+        predictions = [e["prediction"] for e in part]
         for metric in plan.metrics:
-            kept = ExampleScores(label, plan.task.name, template, metric, rows)
             if metric in ("acc", "acc_norm"):
                 values = [100.0 * e[metric] for e in part]
             else:
-                values = metrics.example_scores(metric, [e["prediction"] for e in part], refs)
+                values = metrics.example_scores(metric, predictions, refs)
             if values is None:  # corpus-level: kept whole for the bootstrap to recompute
-                value = metrics.compute(metric, [e["prediction"] for e in part], refs)
-                kept = replace(kept, predictions=tuple(e["prediction"] for e in part),
-                               references=tuple(map(tuple, refs)))
+                value = metrics.compute(metric, predictions, refs)
+                kept = ExampleScores(label, plan.task.name, template, metric, rows, None, tuple(predictions),
+                                     tuple(map(tuple, refs)))
             else:
                 value = sum(values) / len(values)
-                kept = replace(kept, values=tuple(values))
+                kept = ExampleScores(label, plan.task.name, template, metric, rows, tuple(values))
             out.append(Score(label, plan.task.name, template, metric, value))
             examples.append(kept)
         if samples is not None:

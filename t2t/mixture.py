@@ -276,11 +276,15 @@ class _Resolver:
             out |= tagged
         return out
 
-    def universe(self, spec: MixtureSpec, stack: tuple[str, ...] = ()) -> set[str]:
-        """Every task the mixture selects (itself and nested), before anything is held out."""
+    def own_selection(self, spec: MixtureSpec) -> set[str]:
+        """The tasks ``spec`` itself selects: include and weights, minus exclude (not nested mixtures)."""
         chosen = self.select(spec, spec.include, "include") | self.select(spec, Selection(tasks=tuple(
             spec.weights)), "weights")
-        chosen -= self.select(spec, spec.exclude, "exclude")
+        return chosen - self.select(spec, spec.exclude, "exclude")
+
+    def universe(self, spec: MixtureSpec, stack: tuple[str, ...] = ()) -> set[str]:
+        """Every task the mixture selects (itself and nested), before anything is held out."""
+        chosen = self.own_selection(spec)
         for sub_name in spec.mixtures:
             chosen |= self.universe(self.sub(spec, sub_name, stack), stack + (spec.name,))
         return chosen
@@ -288,9 +292,7 @@ class _Resolver:
     def shares(self, spec: MixtureSpec, heldout: set[str], stack: tuple[str, ...] = ()
                ) -> tuple[dict[str, float], dict[str, MixtureSpec]]:
         """Normalised shares of the mixture's training tasks, and the spec that owns each task."""
-        chosen = self.select(spec, spec.include, "include") | self.select(spec, Selection(tasks=tuple(
-            spec.weights)), "weights")
-        chosen -= self.select(spec, spec.exclude, "exclude")
+        chosen = self.own_selection(spec)
         raw: dict[str, float] = {}
         owner: dict[str, MixtureSpec] = {}
         for name in sorted(chosen - heldout):

@@ -183,9 +183,7 @@ def import_file(path: str | Path, out_dir: str | Path, cluster: str, name: str |
     import shutil
     import tempfile
 
-    from t2t.registry import BUILTIN_TEMPLATES
-    from t2t.sandbox import T2TSandbox
-    from t2t.templates import Task
+    from t2t.registry import TaskRegistry
 
     task_name, text = to_task_file(read_collection(path), cluster, name, examples)
     out = Path(out_dir) / f"{task_name}.jinja"
@@ -200,7 +198,7 @@ def import_file(path: str | Path, out_dir: str | Path, cluster: str, name: str |
         staged = scratch / out.name
         staged.write_text(text, encoding="utf-8")
         try:
-            task = Task(staged, T2TSandbox([scratch, BUILTIN_TEMPLATES]))
+            task = TaskRegistry.load(include_builtin=False, paths=[staged]).get(task_name)
             for template in task.template_names:
                 for i, row in enumerate(task.example_rows):
                     task.render(row, i, template)
