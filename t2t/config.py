@@ -79,6 +79,10 @@ class TrainConfig:
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per step and process"})
     lr: float = field(default=3e-3, metadata={"help": "peak learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1 (first-moment decay)"})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2 (second-moment decay)"})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon, added to the root of the "
+                                "second moment; far above the gradients' size it makes updates linear in them"})
     warmup_steps: int = field(default=20, metadata={"help": "linear warm-up steps"})
     schedule: str = field(default="linear", metadata={"help": "decay after warm-up: linear, cosine or constant"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0 = off)"})
@@ -218,6 +222,8 @@ def validate(config: FinetuneConfig) -> None:
         (t.grad_accum > 0 and t.batch_size % t.grad_accum == 0,
          "batch_size must be a multiple of grad_accum"),
         (t.lr > 0, "lr must be positive"),
+        (0 <= t.adam_beta1 < 1 and 0 <= t.adam_beta2 < 1, "adam_beta1 and adam_beta2 must be in [0, 1)"),
+        (t.adam_epsilon > 0, "adam_epsilon must be positive"),
         (lo.lora_r > 0, "lora_r must be positive"),
         (0 <= lo.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
         (d.max_input_len > 1 and d.max_target_len > 1, "max_input_len and max_target_len must be > 1"),

@@ -105,7 +105,8 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     val_examples = validation_examples(stream.mixture, t.eval_examples) if t.eval_steps else []
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon,
+                                  weight_decay=t.weight_decay)
     scheduler = get_scheduler({"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
                               [t.schedule], optimizer, num_warmup_steps=t.warmup_steps,
                               num_training_steps=t.max_steps)

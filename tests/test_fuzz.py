@@ -598,6 +598,8 @@ def test_cli_broken_mixture_files_and_runaway_render_exit_2_one_line(tmp_path: P
     (["--config", "{path}"], "fuzz_cli.yaml: not valid YAML"),
     (["--lr", "inf"], "option 'lr': expected float"),
     (["--grad-accum", "0"], "grad_accum"),  # was a ZeroDivisionError traceback
+    (["--adam-epsilon", "0"], "adam_epsilon must be positive"),
+    (["--adam-beta2", "1"], "adam_beta1 and adam_beta2"),
 ])
 def test_cli_bad_finetune_options_exit_2_one_line(tmp_path: Path, args: list[str], expect: str) -> None:
     path = tmp_path / "fuzz_cli.yaml"
