@@ -8,10 +8,10 @@ Measures, in one process:
 - ``first_pass`` / ``steady``: a memoising stream on its first n draws (rows load, renders fill the cache)
   and on the next n (mostly cache hits once tasks have cycled);
 - ``tokenized``: the steady stream rendered and then tokenised one example at a time with
-  ``t2t.tokens.tokenize_example`` (``--tokenizer``, default the offline t2t-tiny; ``none`` skips it);
+  ``t2t.data.tokens.tokenize_example`` (``--tokenizer``, default the offline t2t-tiny; ``none`` skips it);
 - ``steps_workers_W``: what the trainer's loop consumes: whole steps of ``--batch-size`` examples drawn,
-  rendered, tokenised, packed and collated into micro-batch tensors by ``t2t.batches.StepDataset``,
-  through ``t2t.batches.step_loader`` with W DataLoader worker processes (``--workers``, default 0,1,2;
+  rendered, tokenised, packed and collated into micro-batch tensors by ``t2t.data.batches.StepDataset``,
+  through ``t2t.data.batches.step_loader`` with W DataLoader worker processes (``--workers``, default 0,1,2;
   a fresh stream each, rows loaded before timing, ``--steps`` steps timed after 2 warm-up steps).
 Prints a human-readable line per measure on stderr and one JSON line last on stdout.
 """
@@ -29,8 +29,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from t2t.errors import run_cli  # noqa: E402
-from t2t.mixture import load_mixture  # noqa: E402
-from t2t.stream import ExampleStream  # noqa: E402
+from t2t.mixtures.resolve import load_mixture  # noqa: E402
+from t2t.mixtures.stream import ExampleStream  # noqa: E402
 
 
 def rate(n: int, seconds: float) -> float:
@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         result["tokenized_note"] = "skipped (--tokenizer none)"
     else:
         try:
-            from t2t.loading import load_tokenizer, resolve_model
-            from t2t.tokens import tokenize_example
+            from t2t.data.tokens import tokenize_example
+            from t2t.modeling.loading import load_tokenizer, resolve_model
         except ImportError as exc:
             result["tokenized_note"] = f"tokenisation not available: {exc}"
         else:
@@ -121,12 +121,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def step_rates(mixture, tokenizer, args) -> dict[str, float]:
     """Examples/s of whole training steps (render, tokenise, pack, collate) per DataLoader worker count."""
-    from t2t.batches import Batcher, StepDataset, step_loader
-    from t2t.config import build_config
+    from t2t.data.batches import Batcher, StepDataset, step_loader
+    from t2t.training.config import build_config
 
     cfg = build_config({"batch_size": args.batch_size, "max_input_len": args.max_input_len,
                         "max_target_len": args.max_target_len})
-    batcher = Batcher(tokenizer, cfg, decoder_start_id=0)
+    batcher = Batcher(tokenizer, cfg.data, decoder_start_id=0)
     out = {}
     for workers in [int(w) for w in args.workers.split(",") if w.strip()]:
         steps = StepDataset(ExampleStream(mixture, seed=args.seed), batcher, args.batch_size, 1, 0, 1)

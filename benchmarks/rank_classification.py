@@ -3,7 +3,7 @@
     python benchmarks/rank_classification.py --shape tiny             # CPU, under a minute
     python benchmarks/rank_classification.py --shape base --device cuda
 
-``t2t.scoring.score_choices`` encodes each input once and scores all its choices in one decoder pass;
+``t2t.evaluation.scoring.score_choices`` encodes each input once and scores all its choices in one decoder pass;
 ``score_choices_naive`` runs ``model(input_ids, labels=choice)`` once per choice (what a hand-written
 loop does). Both score the same synthetic FLAN-like prompts (inputs of 20-400 pseudo-words with an
 ``OPTIONS:`` list, 2-5 choices of 1-6 words) with the same random-init model of the given shape and a
@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from benchmarks.machine import machine_info  # noqa: E402
 from benchmarks.train_throughput import SHAPES  # noqa: E402
-from t2t.scoring import predict, score_choices, score_choices_naive  # noqa: E402
+from t2t.evaluation.scoring import predict, score_choices, score_choices_naive  # noqa: E402
 
 
 def synthetic_tasks(n: int, seed: int) -> tuple[list[str], list[list[str]], list[str]]:
@@ -54,7 +54,7 @@ def synthetic_tasks(n: int, seed: int) -> tuple[list[str], list[list[str]], list
 def build(shape: str, device: str, corpus: list[str], folder: str):
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from t2t.tinymodel import train_tokenizer
+    from t2t.modeling.tiny import train_tokenizer
 
     tokenizer = train_tokenizer(corpus, folder, vocab_size=min(4000, SHAPES[shape]["vocab_size"] - 100))
     dims = dict(SHAPES[shape], vocab_size=max(len(tokenizer), SHAPES[shape]["vocab_size"]))

@@ -18,7 +18,7 @@ order, ``--batch-size`` examples per optimizer step, so they see the same real (
           their proportions and about the same real tokens per step as a and c (reported per variant).
     c_*   t2t: each step's examples batched by t2t and trained with ``t2t.model.seq2seq_loss_sum`` (loss
           summed, divided by the step's target tokens, so the update equals the unpacked one; checked per
-          variant as ``loss_rel_diff``). ``c_now_L`` is ``t2t.trainer.backward_global_batch`` as it is:
+          variant as ``loss_rel_diff``). ``c_now_L`` is ``t2t.training.recipe.backward_global_batch`` as it is:
           one micro-batch of rows packed to L input / L/4 target tokens. The others prototype another
           batching inside the step: ``c_grouped_T`` sorts the step's examples by length and cuts
           micro-batches of at most T padded tokens (no packing); ``c_packL_T`` packs rows of L / L/4
@@ -55,10 +55,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 
 from benchmarks.machine import machine_info, rss_mb  # noqa: E402
-from t2t.model import seq2seq_loss_sum, set_attention_implementation  # noqa: E402
-from t2t.packing import collate_packed, collate_padded, pack, token_budget_batches  # noqa: E402
+from t2t.data.packing import collate_packed, collate_padded, pack, token_budget_batches  # noqa: E402
+from t2t.modeling.architecture import set_attention_implementation  # noqa: E402
+from t2t.modeling.loss import seq2seq_loss_sum
 
-# FLAN-T5 shapes (google/flan-t5-base, -large configs) and t2t-tiny's (t2t.tinymodel.TinyShape).
+# FLAN-T5 shapes (google/flan-t5-base, -large configs) and t2t-tiny's (t2t.modeling.tiny.TinyShape).
 SHAPES = {
     "tiny": dict(
         vocab_size=4196,
@@ -120,7 +121,7 @@ DEFAULTS = {
     ),
 }
 MAX_INPUT, MAX_TARGET = 1024, 256
-LORA_R, LORA_ALPHA, LORA_DROPOUT = 16, 32, 0.05  # t2t's defaults (t2t.config.LoraSettings)
+LORA_R, LORA_ALPHA, LORA_DROPOUT = 16, 32, 0.05  # t2t's defaults (t2t.modeling.config.LoraSettings)
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -156,7 +157,7 @@ def build_model(
 ) -> torch.nn.Module:
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from t2t.loading import apply_lora
+    from t2t.modeling.loading import apply_lora
 
     config = T5Config(
         **SHAPES[shape],
@@ -337,7 +338,7 @@ class Runner:
     def __init__(self, model: torch.nn.Module, device: str, bf16: bool) -> None:
         from transformers import DataCollatorForSeq2Seq
 
-        from t2t.model import unwrap_model
+        from t2t.modeling.architecture import unwrap_model
 
         self.model, self.device, self.bf16 = model, device, bf16
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -376,7 +377,7 @@ class Runner:
             (loss_sum / global_targets).backward()
 
     def run(self, variant: Variant, plan: Plan, now: tuple | None) -> None:
-        from t2t.trainer import backward_global_batch
+        from t2t.training.recipe import backward_global_batch
 
         set_attention_implementation(self.model, variant.attn)
         if variant.compile:
@@ -397,7 +398,7 @@ class Runner:
     def compile_blocks(self) -> None:
         """Compile each T5 block in place (regional compilation): every call path, packed or not, uses it,
         and blocks of the same kind share one compiled graph."""
-        from t2t.model import unwrap_model
+        from t2t.modeling.architecture import unwrap_model
 
         if self.compiled:
             return
@@ -410,7 +411,7 @@ class Runner:
 
 
 class NowModule(torch.nn.Module):
-    """What t2t.trainer hands backward_global_batch: a module returning (loss sum, target tokens)."""
+    """What t2t.training.recipe hands backward_global_batch: a module returning (loss sum, target tokens)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
@@ -425,8 +426,8 @@ def t2t_now(row_len: int, device: str, bf16: bool, model: torch.nn.Module) -> tu
     has them."""
     from accelerate import Accelerator
 
-    from t2t.batches import Batcher
-    from t2t.config import FinetuneConfig
+    from t2t.data.batches import Batcher
+    from t2t.training.config import FinetuneConfig
 
     cfg = FinetuneConfig()
     cfg = replace(
@@ -440,13 +441,13 @@ def t2t_now(row_len: int, device: str, bf16: bool, model: torch.nn.Module) -> tu
             pack_target_len=row_len // 4,
         ),
     )
-    batcher = Batcher(pad_tokenizer(), cfg, decoder_start_id=0)
+    batcher = Batcher(pad_tokenizer(), cfg.data, decoder_start_id=0)
     accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not device.startswith("cuda"))
     return batcher, accelerator, NowModule(model)
 
 
 def now_padded_tokens(plan: Plan, batcher) -> int:
-    """Positions computed by t2t.trainer's step: the batches its Batcher makes (packed rows, grouped under
+    """Positions computed by t2t.training.recipe's step: the batches its Batcher makes (packed rows, grouped under
     the token budget), padding included."""
     total = 0
     for step in plan.steps:

@@ -7,7 +7,7 @@ The recipe behind the README's table, on the offline suite by default, for each 
 
 then one evaluation scores the base and every adapter zero-shot on the mixture's held-out tasks (median
 over templates), each delta with a paired-bootstrap interval over the evaluated rows
-(:mod:`t2t.significance`), and a summary gives each kind's mean and spread over the seeds: the rows'
+(:mod:`t2t.evaluation.significance`), and a summary gives each kind's mean and spread over the seeds: the rows'
 luck and the training run's luck, measured separately.
 
 Both kinds see the same held-out split, so neither ever trains on a scored task. Everything lands in
@@ -57,10 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
 
-    from t2t.config import build_config
-    from t2t.evaluate import check_output_dir, evaluate, write_outputs
-    from t2t.mixture import load_mixture
-    from t2t.trainer import train
+    from t2t.evaluate import check_output_dir
+    from t2t.evaluation.runner import evaluate, write_outputs
+    from t2t.mixtures.resolve import load_mixture
+    from t2t.training.config import build_config
+    from t2t.training.recipe import train
 
     try:
         seeds = list(dict.fromkeys(int(x) for x in args.seeds.split(",") if x.strip()))

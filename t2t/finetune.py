@@ -24,78 +24,11 @@ global batch from the stream and trains on its share of the micro-batches.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-import torch
-
-from t2t.config import FinetuneConfig, add_arguments, config_from_args, parse_bool_flags
-from t2t.errors import T2TError, run_cli
-
-
-class Seq2SeqLoss(torch.nn.Module):
-    """Wraps the model so that DDP sees one forward: returns (sum of token losses, target tokens)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        from t2t.model import seq2seq_loss_sum
-
-        return seq2seq_loss_sum(self.model, batch)
-
-
-def library_versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("t2t", "torch", "transformers", "peft", "datasets", "accelerate", "sentencepiece", "jinja2"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-def prepare_output_dir(cfg: FinetuneConfig, is_main: bool) -> Path:
-    """Refuse to clobber earlier results; check that the folder is writable before training starts."""
-    out = Path(cfg.train.output_dir)
-    existing = out.is_dir() and any(out.iterdir())
-    if existing and not (cfg.train.resume or cfg.train.overwrite):
-        raise T2TError(f"--output-dir {out} is not empty; pass --resume to continue that run or --overwrite "
-                       "to start over there (or choose another --output-dir)")
-    if out.exists() and not out.is_dir():
-        raise T2TError(f"--output-dir {out} is a file, not a folder")
-    if is_main:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as exc:
-            raise T2TError(f"--output-dir {out} is not writable: {exc.strerror or exc}") from None
-        free = shutil.disk_usage(out).free
-        if free < 200 * 2**20:
-            raise T2TError(f"--output-dir {out}: only {free / 2**20:.0f} MiB free on that disk; free some space")
-        if existing and cfg.train.overwrite and not cfg.train.resume:
-            for stale in ("checkpoints", "adapter", "merged", "metrics.jsonl", "tb"):
-                target = out / stale
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
-    return out
-
-
-def choose_precision(cfg: FinetuneConfig) -> str:
-    wanted = cfg.model.precision
-    bf16_ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if wanted == "bf16" and not bf16_ok:
-        raise T2TError("--precision bf16 needs a GPU with bf16 support; use auto or fp32")
-    return "bf16" if (wanted == "bf16" or (wanted == "auto" and bf16_ok)) else "no"
+from t2t.errors import run_cli
+from t2t.training.config import add_arguments, config_from_args, parse_bool_flags
 
 
 def _python() -> str:
@@ -114,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     args = parser.parse_args(parse_bool_flags(sys.argv[1:] if argv is None else argv))
     cfg = config_from_args(args)
-    from t2t.trainer import train
+    from t2t.training.recipe import train
 
     result = train(cfg)
     if result.get("is_main"):

@@ -50,7 +50,7 @@ def last_json(text: str) -> dict:
 
 def test_train_throughput_prints_ratios_without_datasets() -> None:
     code = NO_DATASETS + (
-        "import t2t.tinymodel, t2t.scoring; from benchmarks.train_throughput import main; "
+        "import t2t.modeling.tiny, t2t.evaluation.scoring; from benchmarks.train_throughput import main; "
         f"main({QUICK_TRAIN!r})"
     )
     proc = subprocess.run(

@@ -23,15 +23,16 @@ import yaml
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from t2t.config import FinetuneConfig, build_config, load_yaml
+from t2t.config import load_yaml
 from t2t.errors import T2TError, TaskFileError
-from t2t.mixture import resolve
-from t2t.mixture_spec import STOP_POLICIES, STRATEGIES, VARIANTS, MixtureRegistry, MixtureSpec
-from t2t.registry import TaskRegistry
-from t2t.sandbox import T2TSandbox
-from t2t.sources import num_rows
-from t2t.tasks import task_summary
-from t2t.templates import KNOWN_METRICS, SEPARATOR, Task
+from t2t.mixtures.resolve import resolve
+from t2t.mixtures.spec import STOP_POLICIES, STRATEGIES, VARIANTS, MixtureRegistry, MixtureSpec
+from t2t.tasks.cli import task_summary
+from t2t.tasks.registry import TaskRegistry
+from t2t.tasks.sandbox import T2TSandbox
+from t2t.tasks.sources import num_rows
+from t2t.tasks.task import KNOWN_METRICS, SEPARATOR, Task
+from t2t.training.config import FinetuneConfig, build_config
 
 REPO = Path(__file__).resolve().parent.parent
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,

@@ -1,0 +1,111 @@
+"""Evaluation prompts: one task's rows rendered with one template, zero-shot or k-shot (FLAN style).
+
+k-shot prompts prepend k exemplars from the train split, ``x + "\\n\\n" + y`` each, joined and followed by
+``"\\n\\n\\n"``; exemplars are drawn per (seed, task, template, split, row), never the example itself nor
+a row that renders the same input; the farthest are dropped first when the prompt is too long.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from t2t.errors import T2TError
+from t2t.tasks.fewshot import few_shot_input
+from t2t.tasks.task import Example, Task, warn
+
+SPLITS = ("validation", "test", "train")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One example to score; with k-shot its ``input`` starts with the exemplars (train ``shots``)."""
+
+    example: Example
+    shots: tuple[int, ...] = ()
+
+
+def pick_split(task: Task, wanted: str) -> str:
+    """``wanted`` if the task has it, else the first of validation, test, train that it has."""
+    if wanted in task.splits:
+        return wanted
+    for split in SPLITS:
+        if split in task.splits:
+            warn(f"task '{task.name}' has no split '{wanted}'; evaluating its '{split}' split")
+            return split
+    raise T2TError(f"task '{task.name}' has no split to evaluate (splits: {', '.join(task.splits)}); "
+                   f"see the 'splits' field of {task.path}")
+
+
+def _seed(*parts: object) -> int:
+    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8], "little")
+
+
+class Exemplars:
+    """Train rows of one task rendered on demand, drawn as k-shot exemplars per (template, example).
+
+    ``rows`` defaults to the task's train split.
+    """
+
+    def __init__(self, task: Task, seed: int, rows: Sequence[Mapping[str, Any]] | None = None) -> None:
+        from t2t.tasks.sources import load_rows
+
+        if rows is None:
+            if "train" not in task.splits:
+                raise T2TError(f"--num-shots: task '{task.name}' has no train split to draw exemplars from "
+                               f"(splits: {', '.join(task.splits)}); use --num-shots 0 for it")
+            rows = load_rows(task, "train").to_list()
+        self.task, self.seed, self.rows = task, seed, list(rows)
+        self._cache: dict[tuple[str, int], Example | None] = {}
+
+    def render(self, template: str, row: int) -> Example | None:
+        key = (template, row)
+        if key not in self._cache:
+            self._cache[key] = self.task.render(self.rows[row], row, template, seed=self.seed)
+        return self._cache[key]
+
+    def draw(self, template: str, query: Example, split: str, k: int) -> list[tuple[int, Example]]:
+        """Up to k exemplars, never the query's own row nor a row that renders the same input."""
+        rng = random.Random(_seed(self.seed, self.task.name, template, split, query.index))
+        seen = {query.index} if split == "train" else set()
+        shots: list[tuple[int, Example]] = []
+        for _ in range(20 * k + 50):
+            if len(shots) == k or len(seen) >= len(self.rows):
+                break
+            row = rng.randrange(len(self.rows))
+            if row in seen:
+                continue
+            seen.add(row)
+            shot = self.render(template, row)
+            if shot is not None and shot.input != query.input:
+                shots.append((row, shot))
+        return shots
+
+
+def build_prompts(task: Task, rows: Sequence[Mapping[str, Any]], split: str, template: str, *,
+                  num_shots: int = 0, seed: int = 0, exemplars: Exemplars | None = None,
+                  fits: Callable[[str], bool] | None = None) -> tuple[list[Prompt], int]:
+    """Prompts for ``rows`` (row i of ``split``) with one template, and how many rows it declined.
+
+    With ``num_shots`` each prompt is ``x1 + "\\n\\n" + y1 + "\\n\\n\\n" + ... + x``; ``fits`` (prompt ->
+    bool) drops the farthest exemplars until the prompt fits.
+    """
+    if num_shots and exemplars is None:
+        exemplars = Exemplars(task, seed)
+    prompts, skipped = [], 0
+    for i, row in enumerate(rows):
+        query = task.render(row, i, template, seed=seed)
+        if query is None:
+            skipped += 1
+            continue
+        shots = exemplars.draw(template, query, split, num_shots) if num_shots else []
+        while True:
+            text = few_shot_input(((s.input, s.target) for _, s in shots), query.input)
+            if not shots or fits is None or fits(text):
+                break
+            shots = shots[1:]  # the exemplar farthest from the query goes first
+        prompts.append(Prompt(replace(query, input=text), tuple(r for r, _ in shots)))
+    return prompts, skipped

@@ -1,0 +1,359 @@
+"""Scoring a seq2seq model: rank classification over answer choices, and generation.
+
+Rank classification (T0, lm-eval). For an input x and answer choices c_1..c_k, the score of c_j is
+
+    log p(c_j | x) = sum over the choice's target tokens t of log p(t | x, t_<)
+
+where the target tokens are the tokenizer's pieces of c_j **followed by EOS**, exactly the target a T5
+model is trained on. Keeping EOS is what T0 does with T5 targets, and it matters: without it a choice
+that is a prefix of another ("yes" vs "yes it is") gets its probability mass from every continuation.
+Predictions (see :func:`predict`): ``"sum"`` is the argmax of the sum (T0, lm-eval ``acc``);
+``"chars"`` is the argmax of the sum divided by the choice's length in characters (lm-eval
+``acc_norm``).
+
+:func:`score_choices` encodes each input once, then scores all its choices in one decoder pass that
+reads the encoder states gathered per choice row (no second encoder pass). Inputs are sorted by
+length so that batches carry little padding, and results come back in input order. Padding is masked
+in the encoder (attention mask) and is harmless in the decoder (causal, right-padded, masked out of the
+sum), so scores do not depend on the batch size beyond float rounding (<1e-4 in fp32; tested).
+
+:func:`score_choices_naive` is the reference: one full ``model(input_ids, labels=choice)`` forward per
+(input, choice). Tests check the fast path against it; benchmarks time the two.
+
+Both work on plain ``transformers`` seq2seq models and on peft models whose adapters are injected
+layers (LoRA and friends). Prompt-learning adapters (prefix / prompt tuning) change the encoder call
+and are refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from t2t.errors import T2TError
+
+
+@dataclass(frozen=True)
+class ChoiceScore:
+    """Score of one answer choice for one input.
+
+    ``logprob``: sum of log-probabilities of the choice's tokens, EOS included (natural log).
+    ``num_tokens``: how many tokens were scored (EOS included). ``num_chars``: ``len(choice)``.
+    """
+
+    logprob: float
+    num_tokens: int
+    num_chars: int
+
+    @property
+    def logprob_per_char(self) -> float:
+        # An empty choice has 0 characters; dividing by 1 keeps it comparable instead of failing.
+        return self.logprob / max(self.num_chars, 1)
+
+    @property
+    def logprob_per_token(self) -> float:
+        return self.logprob / self.num_tokens
+
+
+NORMS = ("sum", "chars", "tokens")
+
+
+def predict(scores: Sequence[Sequence[ChoiceScore]], norm: str = "sum") -> list[int]:
+    """Index of the best choice per input.
+
+    ``norm="sum"``: argmax of the summed log-probability (T0 rank classification, lm-eval ``acc``).
+    ``norm="chars"``: argmax of log-probability per character of the choice (lm-eval ``acc_norm``).
+    ``norm="tokens"``: argmax of mean log-probability per token. Ties go to the first choice.
+    """
+    if norm not in NORMS:
+        raise T2TError(f"unknown rank-classification norm '{norm}'; use one of {', '.join(NORMS)}.")
+    key = {
+        "sum": lambda s: s.logprob,
+        "chars": lambda s: s.logprob_per_char,
+        "tokens": lambda s: s.logprob_per_token,
+    }[norm]
+    return [max(range(len(row)), key=lambda j: key(row[j])) for row in scores]
+
+
+# --- helpers shared by the fast and the naive path ---------------------------------------------
+
+
+def _check_model(model: torch.nn.Module) -> None:
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
+        raise T2TError(
+            f"scoring supports injected-layer adapters such as LoRA, not the prompt-learning adapter "
+            f"'{peft_config.peft_type}'; merge it or evaluate a LoRA adapter instead."
+        )
+
+
+def _device_of(model: torch.nn.Module, device: torch.device | str | None) -> torch.device:
+    return torch.device(device) if device is not None else next(model.parameters()).device
+
+
+def _decoder_start_id(model: torch.nn.Module, tokenizer) -> int:
+    start = getattr(model.config, "decoder_start_token_id", None)
+    return int(start if start is not None else tokenizer.pad_token_id)
+
+
+def _encode_inputs(tokenizer, inputs: Sequence[str], max_input_len: int | None) -> list[list[int]]:
+    if not inputs:
+        return []
+    # The T5 tokenizer appends EOS after truncation, so a truncated input still ends with EOS.
+    kwargs = {"truncation": True, "max_length": max_input_len} if max_input_len else {}
+    return tokenizer(list(inputs), **kwargs)["input_ids"]
+
+
+def _encode_choices(tokenizer, choices: Sequence[str]) -> list[list[int]]:
+    # EOS is appended explicitly (not via add_special_tokens) so the rule holds for any tokenizer.
+    ids = tokenizer(list(choices), add_special_tokens=False)["input_ids"] if choices else []
+    return [list(seq) + [tokenizer.eos_token_id] for seq in ids]
+
+
+def _pad(
+    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _batches_by_length(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices grouped into batches of similar length, longest first (an OOM shows up at once)."""
+    if batch_size < 1:
+        raise T2TError(
+            f"batch_size must be at least 1, got {batch_size}; set --batch_size to a positive number."
+        )
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Dropout off while scoring, and the caller's train/eval state restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _check_choices(inputs: Sequence[str], choices: Sequence[Sequence[str]]) -> None:
+    if len(inputs) != len(choices):
+        raise T2TError(
+            f"rank classification got {len(inputs)} inputs but {len(choices)} choice lists; "
+            "give one list of answer choices per input."
+        )
+    for i, row in enumerate(choices):
+        if isinstance(row, str) or not row:
+            raise T2TError(
+                f"rank classification: choices[{i}] must be a non-empty list of strings, got {row!r}; "
+                "check the template's answer_choices."
+            )
+
+
+# --- rank classification ------------------------------------------------------------------------
+
+
+def score_choices(
+    model: torch.nn.Module,
+    tokenizer,
+    inputs: Sequence[str],
+    choices: Sequence[Sequence[str]],
+    batch_size: int = 32,
+    max_input_len: int | None = None,
+    device: torch.device | str | None = None,
+) -> list[list[ChoiceScore]]:
+    """Score every answer choice of every input; ``result[i][j]`` belongs to ``choices[i][j]``.
+
+    ``batch_size`` counts inputs per encoder pass; the decoder pass of that batch has one row per
+    (input, choice). Inputs longer than ``max_input_len`` tokens are truncated (EOS kept); choices are
+    never truncated. ``device`` defaults to the model's device.
+    """
+    _check_choices(inputs, choices)
+    _check_model(model)
+    device = _device_of(model, device)
+    pad_id, start_id = tokenizer.pad_token_id, _decoder_start_id(model, tokenizer)
+    input_ids = _encode_inputs(tokenizer, inputs, max_input_len)
+    choice_ids = [_encode_choices(tokenizer, row) for row in choices]
+    results: list[list[ChoiceScore] | None] = [None] * len(inputs)
+
+    with _eval_mode(model):
+        encoder = model.get_encoder()
+        for batch in _batches_by_length([len(x) for x in input_ids], batch_size):
+            enc_ids, enc_mask = _pad([input_ids[i] for i in batch], pad_id, device)
+            hidden = encoder(input_ids=enc_ids, attention_mask=enc_mask).last_hidden_state
+
+            if _packs_choices(model):
+                sums = _packed_choice_sums(model, hidden, enc_mask, [choice_ids[i] for i in batch], start_id,
+                                           pad_id, device)
+            else:
+                sums = _per_choice_sums(model, hidden, enc_mask, [choice_ids[i] for i in batch], start_id,
+                                        pad_id, device)
+            for b, i in enumerate(batch):
+                results[i] = [ChoiceScore(total, len(ids), len(text))
+                              for text, ids, total in zip(choices[i], choice_ids[i], sums[b], strict=True)]
+    return results  # type: ignore[return-value]
+
+
+def _packs_choices(model: torch.nn.Module) -> bool:
+    """T5-family decoders use relative positions only, so an input's choices can share one decoder row."""
+    from t2t.modeling.loss import _PACKED_ATTENTION, PACKABLE_MODEL_TYPES
+
+    config = model.config
+    return config.model_type in PACKABLE_MODEL_TYPES and config._attn_implementation in _PACKED_ATTENTION
+
+
+def _token_logp(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    # log_softmax gathered at the label without materialising a second vocab-sized tensor.
+    logits = logits.float()
+    return logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+
+
+def _per_choice_sums(model: torch.nn.Module, hidden: torch.Tensor, enc_mask: torch.Tensor,
+                     choice_ids: Sequence[Sequence[list[int]]], start_id: int, pad_id: int,
+                     device: torch.device) -> list[list[float]]:
+    """One decoder row per (input, choice), each reading its input's encoder states (any seq2seq model)."""
+    owner = torch.tensor([b for b, row in enumerate(choice_ids) for _ in row], device=device)
+    targets = [ids for row in choice_ids for ids in row]
+    labels, dec_mask = _pad(targets, pad_id, device)
+    dec_in, _ = _pad([[start_id] + t[:-1] for t in targets], pad_id, device)
+    logits = model(encoder_outputs=(hidden[owner],), attention_mask=enc_mask[owner], decoder_input_ids=dec_in,
+                   decoder_attention_mask=dec_mask, use_cache=False).logits
+    flat = (_token_logp(logits, labels) * dec_mask).sum(-1).tolist()
+    out, row = [], 0
+    for choices in choice_ids:
+        out.append(flat[row:row + len(choices)])
+        row += len(choices)
+    return out
+
+
+def _packed_choice_sums(model: torch.nn.Module, hidden: torch.Tensor, enc_mask: torch.Tensor,
+                        choice_ids: Sequence[Sequence[list[int]]], start_id: int, pad_id: int,
+                        device: torch.device) -> list[list[float]]:
+    """One decoder row per input holding all its choices back to back, each restarting at the start token
+    and causal within itself (a segment mask). Cross-attention over the input is computed once per input
+    instead of once per choice; relative positions make each choice score exactly what it scores alone
+    (benchmarks/rank_classification.py measures the speed-up)."""
+    from t2t.modeling.loss import segment_mask
+
+    width = max(sum(map(len, row)) for row in choice_ids)
+    dec_in = torch.full((len(choice_ids), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(choice_ids), width), pad_id, dtype=torch.long)
+    seg = torch.zeros((len(choice_ids), width), dtype=torch.long)
+    for r, row in enumerate(choice_ids):
+        pos = 0
+        for k, target in enumerate(row, start=1):
+            n = len(target)
+            labels[r, pos:pos + n] = torch.tensor(target)
+            dec_in[r, pos:pos + n] = torch.tensor([start_id] + target[:-1])
+            seg[r, pos:pos + n] = k
+            pos += n
+    dec_in, labels, seg = dec_in.to(device), labels.to(device), seg.to(device)
+    dtype = hidden.dtype
+    cross = torch.zeros((len(choice_ids), 1, width, hidden.shape[1]), dtype=dtype, device=device)
+    cross.masked_fill_(~enc_mask.bool()[:, None, None, :], torch.finfo(dtype).min)
+    logits = model(encoder_outputs=(hidden,), attention_mask=cross, decoder_input_ids=dec_in,
+                   decoder_attention_mask=segment_mask(seg, seg, True, dtype), use_cache=False).logits
+    sums = torch.zeros((len(choice_ids), int(seg.max()) + 1), dtype=torch.float32, device=device)
+    sums.scatter_add_(1, seg, _token_logp(logits, labels) * seg.ne(0))
+    return [sums[r, 1:1 + len(row)].tolist() for r, row in enumerate(choice_ids)]
+
+
+def score_choices_naive(
+    model: torch.nn.Module,
+    tokenizer,
+    inputs: Sequence[str],
+    choices: Sequence[Sequence[str]],
+    max_input_len: int | None = None,
+    device: torch.device | str | None = None,
+) -> list[list[ChoiceScore]]:
+    """Reference rank classification: one full ``model(input_ids, labels=choice)`` per (input, choice).
+
+    Uses the model's own label shifting and loss (mean token cross-entropy, times the token count),
+    so it shares no scoring code with :func:`score_choices`.
+    """
+    _check_choices(inputs, choices)
+    _check_model(model)
+    device = _device_of(model, device)
+    input_ids = _encode_inputs(tokenizer, inputs, max_input_len)
+    results = []
+    with _eval_mode(model):
+        for ids, row in zip(input_ids, choices, strict=True):
+            enc = torch.tensor([ids], device=device)
+            scored = []
+            for text, target in zip(row, _encode_choices(tokenizer, row), strict=True):
+                labels = torch.tensor([target], device=device)
+                loss = model(input_ids=enc, attention_mask=torch.ones_like(enc), labels=labels).loss
+                scored.append(ChoiceScore(-loss.item() * len(target), len(target), len(text)))
+            results.append(scored)
+    return results
+
+
+# --- generation ---------------------------------------------------------------------------------
+
+
+def generate_ids(
+    model: torch.nn.Module,
+    tokenizer,
+    inputs: Sequence[str],
+    max_new_tokens: int,
+    num_beams: int = 1,
+    batch_size: int = 32,
+    max_input_len: int | None = None,
+    device: torch.device | str | None = None,
+) -> list[list[int]]:
+    """Generated token ids per input, in input order, without the decoder start token, EOS or padding.
+
+    Greedy (``num_beams=1``) or beam search, never sampling. ``max_new_tokens`` is always passed
+    because transformers' GenerationConfig otherwise stops at ``max_length=20``.
+    """
+    if max_new_tokens < 1:
+        raise T2TError(f"max_new_tokens must be at least 1, got {max_new_tokens}; set --max_new_tokens.")
+    _check_model(model)
+    device = _device_of(model, device)
+    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    input_ids = _encode_inputs(tokenizer, inputs, max_input_len)
+    results: list[list[int] | None] = [None] * len(inputs)
+    with _eval_mode(model):
+        for batch in _batches_by_length([len(x) for x in input_ids], batch_size):
+            enc_ids, enc_mask = _pad([input_ids[i] for i in batch], pad_id, device)
+            out = model.generate(
+                input_ids=enc_ids,
+                attention_mask=enc_mask,
+                max_new_tokens=max_new_tokens,
+                num_beams=num_beams,
+                do_sample=False,
+                pad_token_id=pad_id,
+                eos_token_id=eos_id,
+            )
+            for i, seq in zip(batch, out[:, 1:].tolist(), strict=True):  # column 0 is the decoder start token
+                # An unfinished sequence has no EOS and no padding: it used all max_new_tokens.
+                results[i] = seq[: seq.index(eos_id)] if eos_id in seq else seq
+    return results  # type: ignore[return-value]
+
+
+def generate(
+    model: torch.nn.Module,
+    tokenizer,
+    inputs: Sequence[str],
+    max_new_tokens: int,
+    num_beams: int = 1,
+    batch_size: int = 32,
+    max_input_len: int | None = None,
+    device: torch.device | str | None = None,
+) -> list[str]:
+    """Generated text per input, in input order: :func:`generate_ids` decoded, special tokens skipped,
+    surrounding whitespace stripped."""
+    ids = generate_ids(model, tokenizer, inputs, max_new_tokens, num_beams, batch_size, max_input_len, device)
+    return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]

@@ -1,0 +1,329 @@
+"""Mixture files: the YAML format, parsed and checked, and the folders they are found in.
+
+A mixture is one YAML file in ``task_registry/`` (more folders: ``--mixture-dir DIR``, repeatable, and
+``T2T_MIXTURE_PATH``); its name is the file name. Every field is optional except a selection::
+
+    description: Sentiment and comparison; one task per cluster held out (FLAN intra-cluster).
+    include:                      # any of: tasks, clusters, patterns (globs over task names), tags
+      clusters: [sentiment, comparison]
+    exclude: {tasks: [compare_prices]}
+    mixtures: {other_mixture: 0.25}       # nested mixtures and their weights (seqio)
+    rate: {strategy: proportional, cap: 3000, temperature: 1.0, scale: 1.0}
+    weights: {sentiment_movie: 500}       # explicit rates: replace the strategy's for these tasks
+    heldout: {tasks: [sentiment_product]} # and/or clusters: [...]
+    allow_source_overlap: false
+    templates:
+      choose: round_robin                 # or random (seeded)
+      use: all                            # or scored (skip inverted templates)
+      subset: {sentiment_movie: [review_polarity, sentiment_of]}
+      variants: {zero_shot: 0.7, zero_shot_no_options: 0.1, few_shot: 0.2}
+      few_shot_k: 2
+    stop: infinite                # first_exhausted | all_exhausted | all_exhausted_without_replacement
+
+Nothing here looks at the task registry: :func:`t2t.mixtures.resolve.resolve` turns a :class:`MixtureSpec` into
+rates and a held-out split. Every error names the file, the mixture and the field.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from t2t import yamlsafe
+from t2t.builtin import builtin_dir
+from t2t.errors import T2TError
+from t2t.tasks.registry import search_dirs, suggest
+from t2t.tasks.task import Task
+
+BUILTIN_MIXTURES = builtin_dir("task_registry")
+STRATEGIES = ("proportional", "temperature", "equal")
+STOP_POLICIES = ("infinite", "first_exhausted", "all_exhausted", "all_exhausted_without_replacement")
+VARIANTS = ("zero_shot", "zero_shot_no_options", "few_shot", "few_shot_no_options")
+CHOOSE = ("round_robin", "random")
+TRAIN_SPLIT = "train"
+
+_FIELDS = {"description", "include", "exclude", "mixtures", "rate", "weights", "heldout",
+           "allow_source_overlap", "templates", "stop"}
+_SELECT_FIELDS = {"tasks", "clusters", "patterns", "tags"}
+_RATE_FIELDS = {"strategy", "cap", "temperature", "scale"}
+_TEMPLATE_FIELDS = {"choose", "use", "subset", "variants", "few_shot_k"}
+
+
+
+def _is_number(value: Any) -> bool:
+    """A finite number of sane size: .inf, .nan or a 400-digit cap would break the rate arithmetic."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) < 1e15  # false for nan too
+
+
+# -- mixture files --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Selection:
+    tasks: tuple[str, ...] = ()
+    clusters: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.clusters or self.patterns or self.tags)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in vars(self).items() if v}
+
+
+@dataclass(frozen=True)
+class TemplatePolicy:
+    """Which template renders each draw, and the FLAN v2 variant shares (normalised)."""
+
+    choose: str = "round_robin"
+    use: str = "all"
+    subset: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    variants: Mapping[str, float] = field(default_factory=lambda: {"zero_shot": 1.0})
+    few_shot_k: int = 2
+
+    def templates_for(self, task: Task, where: str) -> tuple[str, ...]:
+        if task.name in self.subset:
+            names = self.subset[task.name]
+            for n in names:
+                if n not in task.templates:
+                    raise T2TError(f"{where}, field 'templates.subset.{task.name}': task '{task.name}' has "
+                                   f"no template '{n}'{suggest(n, task.template_names)} "
+                                   f"(templates: {', '.join(task.template_names)})")
+            return tuple(names)
+        names = task.template_names if self.use == "all" else task.scored_templates()
+        if not names:
+            raise T2TError(f"{where}: task '{task.name}' has no template to train on with templates.use: "
+                           f"{self.use}; use 'all' or list a subset")
+        return tuple(names)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"choose": self.choose, "use": self.use,
+                "subset": {k: list(v) for k, v in self.subset.items()},
+                "variants": dict(self.variants), "few_shot_k": self.few_shot_k}
+
+
+@dataclass(frozen=True)
+class MixtureSpec:
+    """One mixture file, checked but not resolved against the task registry."""
+
+    name: str
+    path: Path
+    description: str = ""
+    include: Selection = Selection()
+    exclude: Selection = Selection()
+    mixtures: Mapping[str, float] = field(default_factory=dict)
+    strategy: str = "proportional"
+    cap: int | None = None
+    temperature: float = 1.0
+    scale: float = 1.0
+    weights: Mapping[str, float] = field(default_factory=dict)
+    heldout: tuple[str, ...] = ()
+    heldout_clusters: tuple[str, ...] = ()
+    heldout_tasks: tuple[str, ...] = ()
+    allow_source_overlap: bool = False
+    templates: TemplatePolicy = TemplatePolicy()
+    stop: str = "infinite"
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> MixtureSpec:
+        path = Path(path)
+        try:
+            data = yamlsafe.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            problem = getattr(exc, "problem", None) or exc
+            raise T2TError(f"{where}: bad YAML in mixture file: {problem}") from None
+        except UnicodeDecodeError as exc:
+            raise T2TError(f"{path}: mixture file is not UTF-8 text ({exc.reason} at byte {exc.start})"
+                           ) from None
+        except OSError as exc:
+            raise T2TError(f"{path}: cannot read the mixture file: {exc.strerror or exc}") from None
+        return cls.from_dict(data if data is not None else {}, path.stem, path)
+
+    @classmethod
+    def from_dict(cls, data: Any, name: str, path: Path | None = None) -> MixtureSpec:
+        path = path or Path(f"<{name}>")
+        where = f"{path}: mixture '{name}'"
+
+        def err(key: str, message: str) -> T2TError:
+            return T2TError(f"{where}, field '{key}': {message}")
+
+        if not isinstance(data, dict):
+            raise T2TError(f"{where}: a mixture file is a YAML mapping (include:, rate:, heldout:, ...)")
+
+        def keys(key: str, value: Any, allowed: set[str], what: str, example: str) -> dict[str, Any]:
+            """``value`` (None -> {}) as a mapping whose keys are all in ``allowed``."""
+            value = value or {}
+            if not isinstance(value, dict):
+                raise err(key, f"must be a mapping, e.g. {example}")
+            extra = sorted(set(map(str, value)) - allowed)
+            if extra:
+                raise err(f"{key}.{extra[0]}" if key else extra[0], f"unknown {what}{suggest(extra[0], allowed)} "
+                                                                    f"({what}s: {', '.join(sorted(allowed))})")
+            return value
+
+        keys("", data, _FIELDS, "field", "")
+
+        def names(key: str, value: Any) -> tuple[str, ...]:
+            if value is None:
+                return ()
+            value = [value] if isinstance(value, str) else value
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise err(key, "must be a name or a list of names")
+            return tuple(value)
+
+        def selection(key: str) -> Selection:
+            value = keys(key, data.get(key), _SELECT_FIELDS, "selector", "{clusters: [nli], tasks: [rte]}")
+            return Selection(**{k: names(f"{key}.{k}", value.get(k)) for k in _SELECT_FIELDS})
+
+        def numbers(key: str, value: Any, what: str = "names") -> dict[str, float]:
+            value = value or {}
+            if not isinstance(value, dict) or not all(_is_number(v) and v >= 0 for v in value.values()):
+                raise err(key, f"must map {what} to non-negative numbers, e.g. {{NAME: 0.5}}")
+            return {str(k): float(v) for k, v in value.items()}
+
+        def number(key: str, value: Any, kind: type = float, positive: bool = True) -> Any:
+            if value is None:
+                return None
+            if not _is_number(value) or (kind is int and value != int(value)):
+                raise err(key, f"must be a{'n integer' if kind is int else ' number'}, got {value!r}")
+            if positive and not value > 0:
+                raise err(key, f"must be positive, got {value!r}")
+            return kind(value)
+
+        def choice(key: str, value: Any, allowed: Sequence[str]) -> str:
+            if value not in allowed:
+                raise err(key, f"'{value}' is not one of {', '.join(allowed)}{suggest(str(value), allowed)}")
+            return str(value)
+
+        rate = keys("rate", data.get("rate"), _RATE_FIELDS, "key", "{strategy: proportional, cap: 3000}")
+        strategy = choice("rate.strategy", rate.get("strategy", "proportional"), STRATEGIES)
+        temperature = number("rate.temperature", rate.get("temperature", 1.0))
+        if strategy == "proportional" and temperature != 1.0:
+            raise err("rate.temperature", "strategy 'proportional' takes no temperature; "
+                                          "use strategy: temperature")
+
+        heldout = data.get("heldout") or {}
+        h_clusters: tuple[str, ...] = ()
+        h_tasks: tuple[str, ...] = ()
+        h_names: tuple[str, ...] = ()
+        if isinstance(heldout, (list, str)):
+            h_names = names("heldout", heldout)
+        elif isinstance(heldout, dict):
+            keys("heldout", heldout, {"tasks", "clusters"}, "key", "{clusters: [nli]}")
+            h_clusters = names("heldout.clusters", heldout.get("clusters"))
+            h_tasks = names("heldout.tasks", heldout.get("tasks"))
+        else:
+            raise err("heldout", "must be {tasks: [...], clusters: [...]} or a list of cluster/task names")
+
+        tpl = keys("templates", data.get("templates"), _TEMPLATE_FIELDS, "key",
+                   "{choose: random, variants: {zero_shot: 1}}")
+        subset = tpl.get("subset") or {}
+        if not isinstance(subset, dict):
+            raise err("templates.subset", "must map task names to lists of template names")
+        variants = numbers("templates.variants", tpl.get("variants") or {"zero_shot": 1.0},
+                           f"variants ({', '.join(VARIANTS)})")
+        for v in variants:
+            choice(f"templates.variants.{v}", v, VARIANTS)
+        total = sum(variants.values())
+        if total <= 0:
+            raise err("templates.variants", "the shares must not all be zero")
+        policy = TemplatePolicy(
+            choose=choice("templates.choose", tpl.get("choose", "round_robin"), CHOOSE),
+            use=choice("templates.use", tpl.get("use", "all"), ("all", "scored")),
+            subset={str(k): names(f"templates.subset.{k}", v) for k, v in subset.items()},
+            variants={k: float(v) / total for k, v in variants.items() if v > 0},
+            few_shot_k=number("templates.few_shot_k", tpl.get("few_shot_k", 2), int))
+
+        overlap = data.get("allow_source_overlap", False)
+        if not isinstance(overlap, bool):
+            raise err("allow_source_overlap", "must be true or false")
+        description = data.get("description") or ""
+        if not isinstance(description, str):
+            raise err("description", "must be a string")
+        spec = cls(
+            name=name, path=path, description=description.strip(),
+            include=selection("include"), exclude=selection("exclude"),
+            mixtures=numbers("mixtures", data.get("mixtures")), strategy=strategy,
+            cap=number("rate.cap", rate.get("cap"), int), temperature=temperature,
+            scale=number("rate.scale", rate.get("scale", 1.0)),
+            weights=numbers("weights", data.get("weights")),
+            heldout=h_names, heldout_clusters=h_clusters, heldout_tasks=h_tasks,
+            allow_source_overlap=overlap, templates=policy,
+            stop=choice("stop", data.get("stop", "infinite"), STOP_POLICIES))
+        if not (spec.include or spec.mixtures or spec.weights):
+            raise T2TError(f"{where}: selects no task; add include: {{clusters: [...]}}, "
+                           "include: {tasks: [...]}, weights: or mixtures:")
+        return spec
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}: mixture '{self.name}'"
+
+    def rate_text(self) -> str:
+        parts = [self.strategy]
+        if self.cap is not None:
+            parts.append(f"cap {self.cap}")
+        if self.strategy == "temperature":
+            parts.append(f"T={self.temperature:g}")
+        if self.scale != 1.0:
+            parts.append(f"scale {self.scale:g}")
+        return ", ".join(parts)
+
+
+def mixture_dirs(extra: Sequence[str | os.PathLike[str]] = (), include_builtin: bool = True) -> list[Path]:
+    """The folders searched for mixture files, in order: built-in, ``T2T_MIXTURE_PATH``, ``--mixture-dir``."""
+    return search_dirs(BUILTIN_MIXTURES if include_builtin else None, "T2T_MIXTURE_PATH", extra, "--mixture-dir",
+                       "mixture")
+
+
+class MixtureRegistry:
+    """Every mixture file found in a list of folders (``*.yaml``/``*.yml``; folders named ``_*`` skipped)."""
+
+    def __init__(self, specs: Iterable[MixtureSpec]) -> None:
+        self._specs: dict[str, MixtureSpec] = {}
+        for spec in specs:
+            if spec.name in self._specs:
+                raise T2TError(f"{spec.path}: mixture '{spec.name}' is also defined in "
+                               f"{self._specs[spec.name].path}; rename one of the files")
+            self._specs[spec.name] = spec
+
+    @classmethod
+    def load(cls, extra_dirs: Sequence[str | os.PathLike[str]] = (), *,
+             include_builtin: bool = True) -> MixtureRegistry:
+        specs, errors = [], []
+        for root in mixture_dirs(extra_dirs, include_builtin):
+            files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and not any(
+                part.startswith("_") for part in p.relative_to(root).parts[:-1]))
+            for path in files:
+                try:
+                    specs.append(MixtureSpec.from_file(path))
+                except T2TError as exc:
+                    errors.append(str(exc))
+        if errors:
+            raise T2TError(" | ".join(errors))
+        return cls(specs)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._specs
+
+    def __iter__(self):
+        return iter(self._specs.values())
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+    def get(self, name: str) -> MixtureSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise T2TError(f"unknown mixture '{name}'{suggest(name, self._specs)} (list them with: "
+                           "python -m t2t.mixture list; add folders with --mixture-dir)") from None

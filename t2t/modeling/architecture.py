@@ -1,0 +1,86 @@
+"""What t2t needs to know of a model's architecture: its wrappers, its linear layers, its attention kernel.
+
+One place per model family: LoRA targets (every linear layer of the blocks, per family), the Hugging Face
+model inside peft / DDP / ``torch.compile`` wrappers, and switching the attention implementation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from t2t.errors import T2TError
+
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention")
+
+
+_T5_FAMILY = ("t5", "mt5", "umt5", "longt5")
+
+
+_BART_FAMILY = ("bart", "mbart", "plbart", "marian", "pegasus", "blenderbot", "blenderbot-small")
+
+
+_BART_LINEAR = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+
+
+def wrapper_chain(model: Any) -> list[Any]:
+    """``model`` and every model inside it, through peft / DDP / ``torch.compile`` wrappers."""
+    chain = [model]
+    while True:
+        if hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel | torch.nn.DataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return chain
+        chain.append(model)
+
+
+def unwrap_model(model: torch.nn.Module) -> Any:
+    """The Hugging Face model inside peft / DDP / ``torch.compile`` wrappers."""
+    return wrapper_chain(model)[-1]
+
+
+def lora_target_modules(model_or_config: Any) -> list[str]:
+    """Every linear layer of the architecture's blocks (peft's own default for T5 is only q and v).
+
+    T5 v1.1 / FLAN-T5 / mT5 / UMT5 (gated FFN): q, k, v, o, wi_0, wi_1, wo; original T5: q, k, v, o, wi,
+    wo; BART family: q_proj, k_proj, v_proj, out_proj, fc1, fc2.
+    """
+    config = getattr(unwrap_model(model_or_config), "config", model_or_config)
+    model_type = getattr(config, "model_type", None)
+    if model_type in _T5_FAMILY:
+        gated = getattr(config, "is_gated_act",
+                        str(getattr(config, "feed_forward_proj", "")).startswith("gated"))
+        return ["q", "k", "v", "o", "wi_0", "wi_1", "wo"] if gated else ["q", "k", "v", "o", "wi", "wo"]
+    if model_type in _BART_FAMILY:
+        return list(_BART_LINEAR)
+    known = ", ".join(_T5_FAMILY + _BART_FAMILY)
+    raise T2TError(f"--target-modules: no default LoRA targets for {model_type!r} models (known: {known}); "
+                   "name the linear layers yourself, e.g. --target-modules q_proj,v_proj")
+
+
+def attention_implementation(model: torch.nn.Module) -> str:
+    """The attention kernel the model runs: ``eager``, ``sdpa`` or ``flex_attention``."""
+    return unwrap_model(model).config._attn_implementation
+
+
+def set_attention_implementation(model: torch.nn.Module, name: str) -> str:
+    """Switch the attention kernel in place (encoder and decoder stacks included); returns the one in use.
+
+    On CPU and for T5 shapes eager is usually at least as fast as sdpa, because T5's relative position
+    bias forces sdpa onto its generic kernel (REFERENCE: eager also won on an H100 for FLAN-T5-base).
+    """
+    if name not in ATTENTION_IMPLEMENTATIONS:
+        raise T2TError(f"--attn-implementation '{name}' is unknown; choose one of "
+                       f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
+    base = unwrap_model(model)
+    base.set_attn_implementation(name)
+    used = {m.config._attn_implementation for m in base.modules() if hasattr(m, "config")}
+    if used != {name}:
+        raise T2TError(f"--attn-implementation {name}: {type(base).__name__} kept {sorted(used)}; "
+                       "load the model with that attn_implementation instead")
+    return name

@@ -1,0 +1,28 @@
+"""The model and tuning sections of a run's config: which base model, how it runs, how it is tuned."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_MODEL = "t2t-tiny"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "hub name or local path of a seq2seq LM "
+                       "(T5, FLAN-T5, mT5, BART); 't2t-tiny' builds the offline tiny T5 once and caches it"})
+    attn_implementation: str = field(default="eager", metadata={
+        "help": "attention kernel: eager (fastest for T5 on an H100, see REFERENCE) or sdpa"})
+    precision: str = field(default="auto", metadata={
+        "help": "auto (bf16 autocast where the GPU supports it, else fp32), bf16 or fp32; never fp16 for T5"})
+    revision: str | None = field(default=None, metadata={"help": "hub revision of the model"})
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    method: str = field(default="lora", metadata={"help": "lora (peft adapters) or full (full fine-tuning)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scaling = alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    target_modules: tuple[str, ...] = field(default=(), metadata={
+        "help": "module names to adapt, comma-separated (default: every linear layer of the architecture)"})

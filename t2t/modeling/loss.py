@@ -1,0 +1,109 @@
+"""Batches -> loss: the summed token cross-entropy of a seq2seq model, packed or padded.
+
+:func:`seq2seq_loss_sum` returns the *sum* of target-token losses (fp32) and the number of target tokens,
+so that the trainer divides by the target tokens of the whole global batch: gradient accumulation and the
+number of processes then leave the update unchanged (T5 itself averages per micro-batch, see REFERENCE).
+
+A packed batch (:func:`t2t.data.packing.collate_packed`) holds several examples per row. T5's own forward
+passes the encoder mask as the cross-attention mask too, so one 4-D mask cannot serve both; instead the
+encoder runs with a block-diagonal mask and the decoder with a causal-and-same-segment self mask plus a
+same-segment cross mask, given through ``encoder_outputs``. The model's forward still does the rest
+(including T5's ``scale_decoder_outputs``). T5's relative position bias depends only on distances, so a
+segment computes exactly what it would alone. Models with absolute positions (BART, Pegasus, ...) cannot
+restart positions per segment through their forward, so they train unpacked.
+
+The model may be a plain ``*ForConditionalGeneration`` or the same model wrapped by peft (LoRA layers
+live inside the modules, so the base model's encoder and forward carry them).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from t2t.errors import T2TError
+from t2t.modeling.architecture import wrapper_chain
+
+__all__ = ["PACKABLE_MODEL_TYPES", "Seq2SeqLoss", "segment_mask", "seq2seq_loss_sum"]
+
+IGNORE_INDEX = -100
+# Relative position bias (translation invariant) and a forward that takes encoder_outputs + 4-D masks.
+PACKABLE_MODEL_TYPES = ("t5", "mt5", "umt5")
+_PACKED_ATTENTION = ("eager", "sdpa")
+
+
+def seq2seq_loss_sum(model: torch.nn.Module,
+                     batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum of target-token cross-entropies in fp32, number of target tokens)`` for one batch.
+
+    Packed batches have ``encoder_segment_ids``; padded ones have ``attention_mask``. Labels are -100
+    where there is no target token.
+    """
+    labels = batch["labels"]
+    if "encoder_segment_ids" in batch:
+        logits = _packed_logits(model, batch)
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       decoder_input_ids=batch["decoder_input_ids"], use_cache=False).logits
+    labels = labels.to(logits.device)
+    targets = labels.ne(IGNORE_INDEX)
+    # Only target positions reach the (vocabulary-wide) fp32 cross-entropy.
+    loss_sum = F.cross_entropy(logits[targets].float(), labels[targets], reduction="sum")
+    return loss_sum, targets.sum()
+
+
+def segment_mask(query_segments: torch.Tensor, key_segments: torch.Tensor, causal: bool,
+                 dtype: torch.dtype) -> torch.Tensor:
+    """Additive ``[batch, 1, queries, keys]`` mask: 0 where a query may attend, dtype's minimum elsewhere.
+
+    A query attends to keys of its own segment (and, if ``causal``, not later ones). Padding queries
+    (segment 0) attend to every key: their outputs are never used, and a softmax row always has a visible
+    key, so all-padding rows stay finite.
+    """
+    allowed = query_segments[:, :, None] == key_segments[:, None, :]
+    if causal:
+        n_q, n_k = query_segments.shape[1], key_segments.shape[1]
+        allowed &= torch.ones(n_q, n_k, dtype=torch.bool, device=allowed.device).tril()
+    allowed |= query_segments.eq(0)[:, :, None]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
+def _packed_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    chain = wrapper_chain(model)
+    base = chain[-1]
+    if any(getattr(getattr(m, "active_peft_config", None), "is_prompt_learning", False) for m in chain):
+        raise T2TError("--packing: prompt/prefix-tuning adapters add virtual tokens that packed rows do not "
+                       "mask; use LoRA, or pass --packing false")
+    config = base.config
+    if config.model_type not in PACKABLE_MODEL_TYPES:
+        raise T2TError(f"--packing: {config.model_type} models cannot train on packed rows (their absolute "
+                       "positions cannot restart per example; packing needs "
+                       f"{', '.join(PACKABLE_MODEL_TYPES)}); "
+                       "pass --packing false to train on padded, length-grouped batches")
+    impl = config._attn_implementation
+    if impl not in _PACKED_ATTENTION:
+        raise T2TError(f"--packing: attention '{impl}' cannot take the packed 4-D masks; pass "
+                       "--attn-implementation eager or sdpa (or --packing false)")
+    dtype = base.get_input_embeddings().weight.dtype
+    enc_seg, dec_seg = batch["encoder_segment_ids"], batch["decoder_segment_ids"]
+    encoder_outputs = base.get_encoder()(input_ids=batch["input_ids"],
+                                         attention_mask=segment_mask(enc_seg, enc_seg, False, dtype))
+    # With encoder_outputs given, `attention_mask` is used only as the decoder's cross-attention mask.
+    return base(encoder_outputs=encoder_outputs,
+                attention_mask=segment_mask(dec_seg, enc_seg, False, dtype),
+                decoder_input_ids=batch["decoder_input_ids"],
+                decoder_attention_mask=segment_mask(dec_seg, dec_seg, True, dtype),
+                use_cache=False).logits
+
+
+class Seq2SeqLoss(torch.nn.Module):
+    """Wraps the model so that DDP sees one forward: returns (sum of token losses, target tokens)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return seq2seq_loss_sum(self.model, batch)

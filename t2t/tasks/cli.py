@@ -1,0 +1,230 @@
+"""``python -m t2t.tasks``: list, show, render and check task files.
+
+    python -m t2t.tasks list [--cluster C] [--json]
+    python -m t2t.tasks show TASK
+    python -m t2t.tasks render TASK [--template T] [--n N] [--split S] [--seed K] [--no-options] [--json]
+    python -m t2t.tasks check [PATHS...]
+    python -m t2t.tasks import templates.yaml --cluster C [--out DIR] [--name N] [--overwrite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from t2t.errors import T2TError, run_cli
+from t2t.tasks.registry import TaskRegistry, task_dirs
+from t2t.tasks.task import Task, warn
+
+
+def quiet_datasets() -> None:
+    """datasets prints a progress bar per split it builds; a preview tool should not."""
+    import datasets
+
+    datasets.disable_progress_bars()
+
+
+def add_task_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task-dir", action="append", default=[], metavar="DIR",
+                        help="extra folder of task files (repeatable; also T2T_TASK_PATH)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def _choices_summary(task: Task, template: str | None) -> list[str] | str | None:
+    fixed = task.fixed_choices(template)
+    return list(fixed) if fixed is not None else ("per-row" if task.has_choices else None)
+
+
+def task_summary(task: Task) -> dict[str, Any]:
+    return {
+        "name": task.name,
+        "cluster": task.cluster,
+        "templates": task.template_names,
+        "inverted_templates": [n for n, t in task.templates.items() if t.inverted],
+        "choices": _choices_summary(task, None),
+        "template_choices": {n: _choices_summary(task, n) for n in task.template_names
+                             if task.overrides_choices(n)},
+        "metrics": list(task.metrics),
+        "source": task.source,
+        "source_id": task.source_id,
+        "splits": task.splits,
+        "path": str(task.path),
+        "description": task.description,
+    }
+
+
+def preview_rows(task: Task, split: str, n: int) -> tuple[list[dict[str, Any]], str]:
+    """Rows to preview: the split's real rows, or the file's example rows when the data cannot load."""
+    from t2t.tasks.sources import load_rows
+
+    if split == "example":
+        return task.example_rows[:n], "example"
+    try:
+        ds = load_rows(task, split)
+    except T2TError as exc:
+        if not task.example_rows:
+            raise
+        warn(f"{exc}; rendering the file's example rows instead")
+        return task.example_rows[:n], "example"
+    return [ds[i] for i in range(min(n, len(ds)))], split
+
+
+def check_tasks(registry: TaskRegistry, generated_rows: int = 3) -> tuple[int, int, list[str]]:
+    """Render every template of every task on its example rows (and a few generated rows).
+
+    Returns (tasks, renders, problems); a task with no rows to render is a problem.
+    """
+    from t2t.tasks.sources import load_rows
+
+    problems: list[str] = []
+    renders = 0
+    for task in registry:
+        rows = list(task.example_rows)
+        if "generator" in task.source:
+            try:
+                for split in task.splits:
+                    ds = load_rows(task, split)
+                    rows += [ds[i] for i in range(min(generated_rows, len(ds)))]
+            except T2TError as exc:
+                problems.append(str(exc))
+                continue
+        if not rows:
+            problems.append(f"{task.path}: task '{task.name}': no example rows to check the templates on; "
+                            "add an 'example:' row to the front matter")
+            continue
+        for name in task.template_names:
+            rendered = 0
+            for i, row in enumerate(rows):
+                try:
+                    rendered += task.render(row, i, name) is not None
+                    renders += 1
+                except T2TError as exc:
+                    problems.append(str(exc))
+                    break
+            else:
+                if rendered == 0:
+                    problems.append(f"{task.path}: task '{task.name}', template '{name}': declined every "
+                                    "example row; add an example row it renders")
+    return len(registry), renders, problems
+
+
+def import_promptsource(args: argparse.Namespace) -> int:
+    from t2t.tasks.promptsource import import_file
+
+    if args.name and len(args.paths) > 1:
+        raise T2TError("--name names one task: give one templates.yaml with it")
+    examples = []
+    for text in args.example:
+        try:
+            row = json.loads(text)
+        except ValueError as exc:
+            raise T2TError(f"--example {text[:60]!r}: not JSON ({exc})") from None
+        if not isinstance(row, dict):
+            raise T2TError(f"--example {text[:60]!r}: a row is a JSON object of fields, e.g. "
+                           '\'{"premise": "...", "label": 0}\'')
+        examples.append(row)
+    for path in args.paths:
+        out = import_file(path, args.out, args.cluster, args.name, args.overwrite, examples)
+        print(f"wrote {out}")
+    if not examples:
+        print("add a row of the dataset as 'example:' in its front matter (or re-import with --example) so that "
+              "'python -m t2t.tasks check' can render every template")
+    print(f"check it with: python -m t2t.tasks check {args.out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m t2t.tasks", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_list = sub.add_parser("list", help="list tasks")
+    p_list.add_argument("--cluster")
+    p_list.add_argument("--json", action="store_true")
+    p_show = sub.add_parser("show", help="show a task's metadata and templates")
+    p_show.add_argument("task")
+    p_show.add_argument("--json", action="store_true")
+    p_render = sub.add_parser("render", help="render rows of a task")
+    p_render.add_argument("task")
+    p_render.add_argument("--template", help="one template (default: all)")
+    p_render.add_argument("--n", type=int, default=3, help="rows to render (default 3)")
+    p_render.add_argument("--split", default="validation",
+                          help="train, validation, test or 'example' for the file's example rows "
+                               "(default validation; falls back to the example rows when data cannot load)")
+    p_render.add_argument("--seed", type=int, default=0)
+    p_render.add_argument("--no-options", action="store_true", help="render FLAN's no-options variant")
+    p_render.add_argument("--json", action="store_true")
+    p_check = sub.add_parser("check", help="validate task files by rendering every template")
+    p_check.add_argument("paths", nargs="*", help="files or folders (default: every task folder)")
+    p_import = sub.add_parser("import", help="convert a promptsource templates.yaml into a t2t task file")
+    p_import.add_argument("paths", nargs="+", metavar="TEMPLATES_YAML", help="promptsource templates.yaml file(s)")
+    p_import.add_argument("--cluster", required=True, help="the cluster of the imported task(s), e.g. nli")
+    p_import.add_argument("--out", default="templates/imported", help="folder to write to (default %(default)s)")
+    p_import.add_argument("--name", help="task name (default DATASET_SUBSET; only with one file)")
+    p_import.add_argument("--example", action="append", default=[], metavar="JSON",
+                          help="a dataset row as JSON, written as the file's example row and rendered by every "
+                               "template now and by 'check' later (repeatable)")
+    p_import.add_argument("--overwrite", action="store_true", help="replace an existing task file")
+    p_import.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    for p in (p_list, p_show, p_render, p_check):
+        add_task_dir_option(p)
+    args = parser.parse_args(argv)
+    if args.command == "import":
+        return import_promptsource(args)
+    quiet_datasets()
+
+    if args.command == "check":
+        load_errors: list[T2TError] = []
+        registry = TaskRegistry.load(args.task_dir, paths=args.paths or None, errors=load_errors)
+        n_tasks, renders, problems = check_tasks(registry)
+        problems = [str(e) for e in load_errors] + problems
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if problems:
+            return 2
+        where = args.paths or [str(d) for d in task_dirs(args.task_dir)]
+        print(f"ok: {n_tasks} tasks, {renders} renders checked in {', '.join(map(str, where))}")
+        return 0
+
+    registry = TaskRegistry.load(args.task_dir)
+    if args.command == "list":
+        tasks = registry.by_cluster(args.cluster) if args.cluster else list(registry)
+        tasks = sorted(tasks, key=lambda t: (t.cluster, t.name))
+        if args.json:
+            print(json.dumps([task_summary(t) for t in tasks], indent=2))
+        else:
+            width = max((len(t.name) for t in tasks), default=4)
+            for t in tasks:
+                kind = "choices" if t.has_choices else "generation"
+                print(f"{t.name:<{width}}  {t.cluster:<14} {kind:<10} {len(t.templates)} templates  {t.source_id}")
+        return 0
+    task = registry.get(args.task)
+    if args.command == "show":
+        summary = task_summary(task)
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            for key, value in summary.items():
+                print(f"{key:<19} {value}")
+        return 0
+    templates = [args.template] if args.template else task.template_names
+    rows, used = preview_rows(task, args.split, args.n)
+    records = []
+    for i, row in enumerate(rows):
+        for name in templates:
+            ex = task.render(row, i, name, seed=args.seed, options=not args.no_options)
+            records.append({"task": task.name, "template": name, "split": used, "index": i,
+                            "input": ex.input if ex else None, "target": ex.target if ex else None,
+                            "skipped": ex is None})
+    if args.json:
+        print(json.dumps(records, indent=2, ensure_ascii=False))
+    else:
+        for r in records:
+            print(f"--- {r['task']} / {r['template']} / {r['split']}[{r['index']}]")
+            print("(declined by the template)" if r["skipped"] else f"{r['input']}\n>>> {r['target']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

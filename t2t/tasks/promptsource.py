@@ -1,0 +1,210 @@
+"""Import promptsource template collections (``templates.yaml``, T0's prompts) as t2t task files.
+
+A promptsource file holds, for one hub dataset (and subset), templates written as ``input ||| target``
+Jinja with per-template ``answer_choices`` and metadata. Each becomes one block of one t2t task file::
+
+    dataset: super_glue                         ---
+    subset: rte                                 cluster: nli                       (--cluster)
+    templates:                                  source: {hf: super_glue, config: rte}
+      0583671e-...: !Template          ->       choices: ["Yes", "No"]             (most common)
+        answer_choices: Yes ||| No              metrics: [accuracy]
+        jinja: '{{premise}} ... ||| ...'        templates:
+        metadata: !TemplateMetadata               gpt_3_style: {choices: ["True", "False"], ...}
+          original_task: true                     ...: {inverted: true}            (original_task: false)
+          metrics: [Accuracy]                   ---
+        name: GPT-3 style                       {% block gpt_3_style %}{% set answer_choices = choices %}...
+
+- ``answer_choices`` (a ``a ||| b`` Jinja string or, in older files, a list) becomes the task's ``choices``
+  when most scored templates share it, and a per-template ``choices`` override otherwise. Templates
+  read it as ``answer_choices``: each block starts by setting it to ``choices`` (in a task without
+  choices, a template that has its own answer choices sets them inside its block).
+- ``original_task: false`` (older files: ``task_template: false``) templates do another task: they become
+  ``inverted`` (trained on, never scored), as T0 scored only original-task prompts. A template without
+  answer choices in a task with choices is inverted too (it cannot be rank-classified).
+- promptsource's ``choice`` filter (``x | choice``) becomes t2t's seeded ``choice(x)``; its metric names
+  map to t2t's (Accuracy -> accuracy, BLEU -> bleu, ROUGE -> rouge_l, Squad -> f1); others are left to
+  the default.
+- Block names are the template names made into identifiers; the original name and id are kept in each
+  block's ``description``.
+
+promptsource files use the YAML tags ``!Template`` and ``!TemplateMetadata``; they are read here as
+plain mappings by a safe loader, nothing else is constructed. Run ``python -m t2t.tasks check FILE`` on
+the result: a template that needs a filter or global t2t does not offer is reported there, by name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from t2t import yamlsafe
+from t2t.errors import T2TError
+
+METRICS = {"accuracy": "accuracy", "bleu": "bleu", "rouge": "rouge_l", "squad": "f1"}
+_CHOICE_FILTER = re.compile(r"([A-Za-z_][\w.]*(?:\[[^\]|{}]*\])*)\s*\|\s*choice\b")
+
+
+class _PromptsourceLoader(yaml.SafeLoader):
+    """The repo's safe loader, plus promptsource's two tags read as plain mappings."""
+
+
+def _mapping(loader: yaml.Loader, node: yaml.Node) -> dict[str, Any]:
+    return loader.construct_mapping(node, deep=True)
+
+
+for _tag in ("!Template", "!TemplateMetadata"):
+    _PromptsourceLoader.add_constructor(_tag, _mapping)
+
+
+def read_collection(path: str | Path) -> dict[str, Any]:
+    """The parsed ``templates.yaml``: dataset, subset and a list of templates (dicts)."""
+    p = Path(path)
+    try:
+        data = yamlsafe.safe_load(p.read_text(encoding="utf-8"), _PromptsourceLoader)
+    except OSError as exc:
+        raise T2TError(f"{p}: cannot read it ({exc.strerror or exc})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise T2TError(f"{p}: not a promptsource templates.yaml ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("dataset"), str) or not isinstance(
+            data.get("templates"), dict) or not data["templates"]:
+        raise T2TError(f"{p}: not a promptsource templates.yaml (expected 'dataset:' and 'templates:' with at "
+                       "least one template)")
+    templates = []
+    for key, t in data["templates"].items():
+        if not isinstance(t, dict) or not isinstance(t.get("jinja"), str) or not isinstance(t.get("name"), str):
+            raise T2TError(f"{p}: template {key}: needs 'name' and 'jinja'")
+        templates.append({**t, "id": str(t.get("id") or key)})
+    return {"dataset": data["dataset"], "subset": data.get("subset"), "templates": templates}
+
+
+def _identifier(name: str, taken: set[str]) -> str:
+    base = re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_") or "template"
+    base = f"t_{base}" if base[0].isdigit() else base
+    out, k = base, 2
+    while out in taken:
+        out, k = f"{base}_{k}", k + 1
+    taken.add(out)
+    return out
+
+
+def _choices(value: Any) -> list[str] | str | None:
+    """A list of fixed choices, a Jinja string (per row), or None."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, list):
+        return [str(v).strip() for v in value]
+    text = str(value)
+    if "{" in text:
+        return text
+    return [c.strip() for c in text.split("|||") if c.strip()]
+
+
+def _is_original(meta: Mapping[str, Any]) -> bool:
+    for key in ("original_task", "task_template"):
+        if key in meta and meta[key] is not None:
+            return bool(meta[key])
+    return True
+
+
+def to_task_file(collection: Mapping[str, Any], cluster: str, name: str | None = None,
+                 examples: Sequence[Mapping[str, Any]] = ()) -> tuple[str, str]:
+    """(task name, text of the t2t task file) for a parsed promptsource collection; ``examples`` are
+    dataset rows written as the file's ``example:`` rows (what ``t2t.tasks check`` renders)."""
+    dataset, subset = collection["dataset"], collection.get("subset")
+    name = name or re.sub(r"[^A-Za-z0-9_.\-]+", "_", f"{dataset.split('/')[-1]}_{subset}" if subset else
+                          dataset.split("/")[-1])
+    taken: set[str] = set()
+    blocks = []
+    for t in collection["templates"]:
+        meta = t.get("metadata") or {}
+        blocks.append({"block": _identifier(t["name"], taken), "name": t["name"], "id": t["id"],
+                       "choices": _choices(t.get("answer_choices")), "original": _is_original(meta),
+                       "metrics": [m for m in meta.get("metrics") or [] if isinstance(m, str)], "jinja": t["jinja"]})
+    scored = [b for b in blocks if b["original"] and b["choices"] is not None]
+    common = Counter(repr(b["choices"]) for b in scored).most_common(1)
+    task_choices = next((b["choices"] for b in scored if repr(b["choices"]) == common[0][0]), None) if common else None
+    metrics = sorted({METRICS[m.lower()] for b in blocks if b["original"] for m in b["metrics"]
+                      if m.lower() in METRICS})
+    front: dict[str, Any] = {"cluster": cluster,
+                             "description": f"promptsource templates for {dataset}" + (f"/{subset}" if subset else ""),
+                             "source": {"hf": dataset, **({"config": subset} if subset else {})}}
+    if task_choices is not None:
+        front["choices"] = task_choices
+    if metrics:
+        front["metrics"] = metrics
+    if examples:
+        front["example"] = [dict(r) for r in examples]
+    settings: dict[str, dict[str, Any]] = {}
+    for b in blocks:
+        s: dict[str, Any] = {"description": f"{b['name']} (promptsource {b['id']})"}
+        if task_choices is not None and b["choices"] is None:
+            s["inverted"] = True  # no answer choices: cannot be rank-classified in a task with choices
+        elif not b["original"]:
+            s["inverted"] = True
+        if task_choices is not None and b["choices"] is not None and b["choices"] != task_choices:
+            s["choices"] = b["choices"]
+        settings[b["block"]] = s
+    front["templates"] = settings
+    head = yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1000)
+    body = []
+    for b in blocks:
+        jinja = _CHOICE_FILTER.sub(r"choice(\1)", b["jinja"])
+        body.append(f"{{% block {b['block']} %}}{_answer_choices(b['choices'], task_choices)}{jinja}\n"
+                    "{% endblock %}\n")
+    return name, f"---\n{head}---\n" + "\n".join(body)
+
+
+def _answer_choices(own: list[str] | str | None, task_choices: list[str] | str | None) -> str:
+    """Jinja that defines ``answer_choices`` at the top of a block, as promptsource templates expect it."""
+    if task_choices is not None:  # t2t's choices: the task's, or the template's override
+        return "{% set answer_choices = choices %}"
+    if own is None:
+        return ""
+    # A task without choices (generation): a template that has its own keeps them inside the block.
+    if isinstance(own, list):
+        return f"{{% set answer_choices = {json.dumps(own)} %}}"
+    return (f"{{% set answer_choices_text %}}{own}{{% endset %}}"
+            "{% set answer_choices = answer_choices_text.split('|||') | map('trim') | list %}")
+
+
+def import_file(path: str | Path, out_dir: str | Path, cluster: str, name: str | None = None,
+                overwrite: bool = False, examples: Sequence[Mapping[str, Any]] = ()) -> Path:
+    """Write the t2t task file for promptsource ``path`` into ``out_dir``; return its path.
+
+    The file is written beside its destination, loaded as a task and every template rendered on the
+    ``examples`` rows (so a broken import never lands in a task folder), then renamed into place.
+    """
+    import shutil
+    import tempfile
+
+    from t2t.tasks.registry import TaskRegistry
+
+    task_name, text = to_task_file(read_collection(path), cluster, name, examples)
+    out = Path(out_dir) / f"{task_name}.jinja"
+    if out.exists() and not overwrite:
+        raise T2TError(f"{out} already exists; pass --overwrite to replace it or --name to pick another name")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".import-", dir=out.parent))
+    except OSError as exc:
+        raise T2TError(f"{out.parent}: cannot write there ({exc.strerror or exc})") from None
+    try:
+        staged = scratch / out.name
+        staged.write_text(text, encoding="utf-8")
+        try:
+            task = TaskRegistry.load(include_builtin=False, paths=[staged]).get(task_name)
+            for template in task.template_names:
+                for i, row in enumerate(task.example_rows):
+                    task.render(row, i, template)
+        except T2TError as exc:
+            raise T2TError(f"{path}: the imported task does not load ({exc})") from None
+        staged.replace(out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return out

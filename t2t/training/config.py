@@ -1,0 +1,107 @@
+"""The config of ``python -m t2t.finetune``: model, tuning, data and training sections.
+
+Built by :mod:`t2t.training.config` (defaults < ``--config`` YAML < flags); checked as a whole in
+:meth:`FinetuneConfig.validate` before anything is written; saved as ``config.yaml`` in the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from t2t import config as configs
+from t2t.data.config import DataConfig
+from t2t.errors import T2TError
+from t2t.modeling.config import ModelConfig, TuningConfig
+
+COMMAND = "t2t.finetune"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    output_dir: str = field(default="runs/offline-demo", metadata={"help": "where adapter, checkpoints, logs go"})
+    max_steps: int = field(default=300, metadata={"help": "optimiser steps"})
+    batch_size: int = field(default=32, metadata={"help": "examples per optimiser step, over all processes"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per step and process"})
+    lr: float = field(default=3e-3, metadata={"help": "peak learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1 (first-moment decay)"})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2 (second-moment decay)"})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon, added to the root of the "
+                                "second moment; far above the gradients' size it makes updates linear in them"})
+    warmup_steps: int = field(default=20, metadata={"help": "linear warm-up steps"})
+    schedule: str = field(default="linear", metadata={"help": "decay after warm-up: linear, cosine or constant"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0 = off)"})
+    seed: int = field(default=0, metadata={"help": "seed for the model init, LoRA, dropout and the mixture"})
+    save_steps: int = field(default=100, metadata={"help": "checkpoint every N steps (0 = only at the end)"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept (the newest)"})
+    eval_steps: int = field(default=100, metadata={"help": "validation loss every N steps (0 = never)"})
+    eval_examples: int = field(default=256, metadata={"help": "validation examples per evaluation"})
+    log_steps: int = field(default=10, metadata={"help": "log metrics every N steps"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in output_dir"})
+    overwrite: bool = field(default=False, metadata={"help": "allow writing into a non-empty output_dir"})
+    merge: bool = field(default=False, metadata={"help": "also save the base model with the adapter merged in"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return configs.to_dict(self)
+
+    def validate(self) -> None:
+        """Checks across fields, before anything is written; a bad value is one T2TError."""
+        t, d, lo = self.train, self.data, self.tuning
+        checks = [
+            (lo.method in ("lora", "full"), "method must be 'lora' or 'full'"),
+            (self.model.precision in ("auto", "bf16", "fp32"),
+             "precision must be auto, bf16 or fp32 (fp16 breaks T5)"),
+            (self.model.attn_implementation in ("eager", "sdpa", "flex_attention"),
+             "attn_implementation must be eager, sdpa or flex_attention"),
+            (t.schedule in ("linear", "cosine", "constant"), "schedule must be linear, cosine or constant"),
+            (t.max_steps > 0, "max_steps must be positive"),
+            (t.batch_size > 0 and t.grad_accum > 0, "batch_size and grad_accum must be positive"),
+            (t.grad_accum > 0 and t.batch_size % t.grad_accum == 0,
+             "batch_size must be a multiple of grad_accum"),
+            (t.lr > 0, "lr must be positive"),
+            (0 <= t.adam_beta1 < 1 and 0 <= t.adam_beta2 < 1, "adam_beta1 and adam_beta2 must be in [0, 1)"),
+            (t.adam_epsilon > 0, "adam_epsilon must be positive"),
+            (lo.lora_r > 0, "lora_r must be positive"),
+            (0 <= lo.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
+            (d.max_input_len > 1 and d.max_target_len > 1, "max_input_len and max_target_len must be > 1"),
+            (d.data_workers >= -1, "data_workers must be >= 0 (or -1 for auto)"),
+            (t.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
+            (t.save_steps >= 0 and t.eval_steps >= 0 and t.log_steps > 0,
+             "save_steps and eval_steps must be >= 0, log_steps > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise T2TError(f"bad config: {message}")
+
+
+def build_config(values: dict[str, Any], origin: str = "config") -> FinetuneConfig:
+    """A finetune config from flat or sectioned keys (``{"max_steps": 5}``, ``{"train": {...}}``)."""
+    return configs.build(FinetuneConfig, values, origin, COMMAND)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    configs.add_arguments(parser, FinetuneConfig)
+
+
+def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
+    return configs.from_args(FinetuneConfig, args, COMMAND)
+
+
+def parse_bool_flags(argv: Sequence[str]) -> list[str]:
+    return configs.parse_bool_flags(argv, FinetuneConfig)
+
+
+def field_names() -> list[str]:
+    return list(configs.index(FinetuneConfig))
