@@ -24,6 +24,7 @@ global batch from the stream and trains on its share of the micro-batches.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -33,8 +34,6 @@ from t2t.training.config import add_arguments, config_from_args, parse_bool_flag
 
 def _python() -> str:
     """The interpreter that ran this, as a command a user can paste (``.venv/bin/python`` after make)."""
-    import os
-
     rel = os.path.relpath(sys.executable)
     return rel if not rel.startswith("..") else sys.executable
 
@@ -47,11 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     args = parser.parse_args(parse_bool_flags(sys.argv[1:] if argv is None else argv))
     cfg = config_from_args(args)
+    # The recipe pulls in torch, transformers and datasets: imported once the options are known to be
+    # good, so that --help and option errors answer at once.
     from t2t.training.recipe import train
 
     result = train(cfg)
     if result.get("is_main"):
-        adapter = result["adapter_dir"]
+        adapter = result["tuned_dir"]
         heldout = ",".join(result["heldout"]) if result.get("heldout") else ""
         print(f"\nadapter saved in {adapter}")
         cmd = f"{_python()} -m t2t.evaluate --adapter {adapter}"

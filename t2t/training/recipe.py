@@ -1,4 +1,4 @@
-"""The training recipe behind ``python -m t2t.finetune``: setup, train, save; one screen per stage.
+"""The training recipe behind ``python -m t2t.finetune``: setup, train, save; one screen per step.
 
 Loss normalisation: each micro-batch returns the *sum* of its target-token losses; the step divides by
 the number of target tokens in the whole global batch (every process, every accumulation step). So one
@@ -9,37 +9,30 @@ over processes, so each process multiplies by the process count).
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from t2t.atomic import write_json
 from t2t.data.batches import Batcher, StepBatches, StepDataset, auto_workers, step_loader
 from t2t.errors import T2TError
+from t2t.mixtures.stream import build_stream
 from t2t.modeling.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from t2t.modeling.loading import choose_precision
+from t2t.modeling.loading import apply_lora, choose_precision, load_model, load_tokenizer, resolve_model
 from t2t.modeling.loss import Seq2SeqLoss
+from t2t.tasks.sources import load_rows
 from t2t.tasks.task import Example
 from t2t.training.config import FinetuneConfig
+from t2t.training.monitor import MetricsLogger
 from t2t.training.output import prepare_output_dir
 from t2t.versions import library_versions
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def validation_examples(mixture: Any, n: int) -> list[Example]:
     """A fixed validation set: the first rows of each training task's validation split, templates in turn."""
-    from t2t.tasks.sources import load_rows
-
     tasks = [e for e in mixture.entries if "validation" in e.task.splits]
     if not tasks or n <= 0:
         return []
@@ -59,8 +52,7 @@ def validation_examples(mixture: Any, n: int) -> list[Example]:
 
 
 def setup_model(cfg: FinetuneConfig, model_path: str) -> torch.nn.Module:
-    from t2t.modeling.loading import apply_lora, load_model
-
+    """The base model from ``model_path`` with LoRA applied (or all of it trainable for ``--method full``)."""
     torch.manual_seed(cfg.train.seed)
     model = load_model(model_path, cfg.model.attn_implementation, cfg.model.revision)
     if cfg.tuning.method == "lora":
@@ -69,106 +61,142 @@ def setup_model(cfg: FinetuneConfig, model_path: str) -> torch.nn.Module:
     return model
 
 
-def train(cfg: FinetuneConfig) -> dict[str, Any]:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from transformers import get_scheduler
+class FinetuneRecipe:
+    """One run of ``python -m t2t.finetune``, in torchtune's shape: :meth:`setup`, :meth:`train`,
+    :meth:`save`. Everything a step needs is built in setup; the loop only trains, logs and checkpoints."""
 
-    from t2t.mixtures.stream import build_stream
-    from t2t.modeling.loading import load_tokenizer, resolve_model
+    def __init__(self, cfg: FinetuneConfig) -> None:
+        self.cfg, self.t = cfg, cfg.train
 
     # -- setup -------------------------------------------------------------------------------------
-    accelerator = Accelerator(mixed_precision=choose_precision(cfg), cpu=not torch.cuda.is_available())
-    rank, world, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    t = cfg.train
-    micro_batches = world * t.grad_accum
-    if t.batch_size % micro_batches:
-        raise T2TError(f"--batch-size {t.batch_size} must be a multiple of processes x --grad-accum "
-                       f"({world} x {t.grad_accum})")
-    # The mixture is checked (held-out leakage, unknown names) before anything is written.
-    stream = build_stream(cfg.data.mixture, heldout=cfg.data.heldout, seed=t.seed,
-                          task_dirs=cfg.data.task_dir, mixture_dirs=cfg.data.mixture_dir)
-    out = prepare_output_dir(cfg, is_main)
-    accelerator.wait_for_everyone()
-    ckpt_root = out / "checkpoints"
-    start_step, resume_from = 0, None
-    if t.resume:
-        found = list_checkpoints(ckpt_root)
+    def setup(self) -> None:
+        from accelerate import Accelerator
+
+        cfg, t = self.cfg, self.t
+        self.accelerator = Accelerator(mixed_precision=choose_precision(cfg.model.precision),
+                                       cpu=not torch.cuda.is_available())
+        acc = self.accelerator
+        self.rank, self.world, self.is_main = acc.process_index, acc.num_processes, acc.is_main_process
+        if t.batch_size % (self.world * t.grad_accum):
+            raise T2TError(f"--batch-size {t.batch_size} must be a multiple of processes x --grad-accum "
+                           f"({self.world} x {t.grad_accum})")
+        # The mixture is checked (held-out leakage, unknown names) before anything is written.
+        self.stream = build_stream(cfg.data.mixture, heldout=cfg.data.heldout, seed=t.seed,
+                                   task_dirs=cfg.data.task_dir, mixture_dirs=cfg.data.mixture_dir)
+        self.out = prepare_output_dir(cfg, self.is_main)
+        acc.wait_for_everyone()
+        self.ckpt_root = self.out / "checkpoints"
+        self.start_step, resume_from = self._resume_point()
+        self._setup_model()
+        if resume_from is not None:
+            self._restore(resume_from)
+        self.manifest = self.stream.manifest()
+        if self.is_main:
+            self._write_run_files()
+
+    def _resume_point(self) -> tuple[int, Path | None]:
+        if not self.t.resume:
+            return 0, None
+        found = list_checkpoints(self.ckpt_root)
         if not found:
-            raise T2TError(f"--resume: no complete checkpoint in {ckpt_root}; run without --resume to start")
-        start_step, resume_from = found[-1]
+            raise T2TError(f"--resume: no complete checkpoint in {self.ckpt_root}; run without --resume to start")
+        return found[-1]
 
-    set_seed(t.seed)
-    model_path = resolve_model(cfg.model.model, cfg.data.task_dir)
-    tokenizer = load_tokenizer(model_path, cfg.model.revision)
-    model = setup_model(cfg, model_path)
-    base_config = getattr(model, "config", None)
-    decoder_start = getattr(base_config, "decoder_start_token_id", None)
-    batcher = Batcher(tokenizer, cfg.data, decoder_start if decoder_start is not None else 0)
-    val_examples = validation_examples(stream.mixture, t.eval_examples) if t.eval_steps else []
+    def _setup_model(self) -> None:
+        from accelerate.utils import set_seed
+        from transformers import get_scheduler
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon,
-                                  weight_decay=t.weight_decay)
-    scheduler = get_scheduler({"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
-                              [t.schedule], optimizer, num_warmup_steps=t.warmup_steps,
-                              num_training_steps=t.max_steps)
-    loss_module, optimizer = accelerator.prepare(Seq2SeqLoss(model), optimizer)
-    if resume_from is not None:
-        state = load_checkpoint(resume_from, model, optimizer, rank, world)
-        check_same_run(state.get("config", {}), cfg, resume_from)
-        scheduler.load_state_dict(state["scheduler"])
-        stream.load_state_dict(state["stream"])
-        if is_main:
-            print(f"resuming from {resume_from} (step {start_step})", flush=True)
-    manifest = stream.manifest()
-    if is_main:
-        n_trainable = sum(p.numel() for p in params)
-        n_total = sum(p.numel() for p in model.parameters())
-        _write_json_atomic(out / "config.json", {**cfg.to_dict(), "resolved_model": model_path})
-        _write_json_atomic(out / "manifest.json", manifest)
-        _write_json_atomic(out / "versions.json", {**library_versions(), "processes": world,
-                                                   "trainable_params": n_trainable, "total_params": n_total})
+        cfg, t = self.cfg, self.t
+        set_seed(t.seed)
+        self.model_path = resolve_model(cfg.model.model, cfg.data.task_dir)
+        self.tokenizer = load_tokenizer(self.model_path, cfg.model.revision)
+        self.model = setup_model(cfg, self.model_path)
+        decoder_start = getattr(getattr(self.model, "config", None), "decoder_start_token_id", None)
+        self.batcher = Batcher(self.tokenizer, cfg.data, decoder_start if decoder_start is not None else 0)
+        self.val_examples = validation_examples(self.stream.mixture, t.eval_examples) if t.eval_steps else []
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
+                                      eps=t.adam_epsilon, weight_decay=t.weight_decay)
+        self.scheduler = get_scheduler({"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+                                       [t.schedule], optimizer, num_warmup_steps=t.warmup_steps,
+                                       num_training_steps=t.max_steps)
+        self.loss_module, self.optimizer = self.accelerator.prepare(Seq2SeqLoss(self.model), optimizer)
+
+    def _restore(self, path: Path) -> None:
+        state = load_checkpoint(path, self.model, self.optimizer, self.rank, self.world)
+        check_same_run(state.get("config", {}), self.cfg, path)
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stream.load_state_dict(state["stream"])
+        if self.is_main:
+            print(f"resuming from {path} (step {self.start_step})", flush=True)
+
+    def _write_run_files(self) -> None:
+        n_trainable = sum(p.numel() for p in self.params)
+        n_total = sum(p.numel() for p in self.model.parameters())
+        write_json(self.out / "config.json", {**self.cfg.to_dict(), "resolved_model": self.model_path}, default=str)
+        write_json(self.out / "manifest.json", self.manifest, default=str)
+        write_json(self.out / "versions.json", {**library_versions(), "processes": self.world,
+                                                "trainable_params": n_trainable, "total_params": n_total},
+                   default=str)
 
     # -- train -------------------------------------------------------------------------------------
-    logger = MetricsLogger(out, is_main, t.progress, start_step, t.max_steps, t.log_steps)
-    loss_module.train()
-    steps = StepDataset(stream, batcher, t.batch_size, t.grad_accum, rank, world)
-    on_gpu = accelerator.device.type == "cuda"
-    workers = auto_workers(cfg.data.data_workers, on_gpu, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    loader = step_loader(steps, start_step, t.max_steps, workers, pin_memory=on_gpu)
-    for step, prepared in zip(range(start_step, t.max_steps), loader, strict=True):
+    def train(self) -> None:
+        t, acc = self.t, self.accelerator
+        logger = MetricsLogger(self.out, self.is_main, t.progress, self.start_step, t.max_steps, t.log_steps)
+        self.loss_module.train()
+        steps = StepDataset(self.stream, self.batcher, t.batch_size, t.grad_accum, self.rank, self.world)
+        on_gpu = acc.device.type == "cuda"
+        workers = auto_workers(self.cfg.data.data_workers, on_gpu, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        loader = step_loader(steps, self.start_step, t.max_steps, workers, pin_memory=on_gpu)
+        try:
+            for step, prepared in zip(range(self.start_step, t.max_steps), loader, strict=True):
+                self._step(step + 1, prepared, logger)
+        finally:
+            logger.close()
+
+    def _step(self, done: int, prepared: StepBatches, logger: MetricsLogger) -> None:
+        """Optimiser step number ``done`` (1-based): backward, checks, update, logs, checkpoint."""
+        t, acc = self.t, self.accelerator
         if prepared.error is not None:
             raise T2TError(prepared.error)
-        step_loss, real_tokens = backward_step(loss_module, prepared, batcher.pad_id, accelerator)
+        step_loss, real_tokens = backward_step(self.loss_module, prepared, self.batcher.pad_id, acc)
         if not torch.isfinite(step_loss):
-            last = list_checkpoints(ckpt_root)
-            raise T2TError(f"training stopped: the loss is {step_loss.item()} at step {step + 1}; nothing was "
+            last = list_checkpoints(self.ckpt_root)
+            raise T2TError(f"training stopped: the loss is {step_loss.item()} at step {done}; nothing was "
                            f"saved from this step (last good checkpoint: {last[-1][1] if last else 'none'}); "
                            "lower --lr or check the data of this step")
-        grad_norm = (accelerator.clip_grad_norm_(params, t.max_grad_norm) if t.max_grad_norm > 0 else None)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        logger.step(done, float(step_loss), scheduler.get_last_lr()[0],
-                    float(grad_norm) if grad_norm is not None else None, real_tokens * world)
-        if t.eval_steps and val_examples and (done % t.eval_steps == 0 or done == t.max_steps):
-            logger.log(done, {"val_loss": evaluate_loss(loss_module, batcher, val_examples, accelerator)})
+        grad_norm = acc.clip_grad_norm_(self.params, t.max_grad_norm) if t.max_grad_norm > 0 else None
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        logger.step(done, float(step_loss), self.scheduler.get_last_lr()[0],
+                    float(grad_norm) if grad_norm is not None else None, real_tokens * self.world)
+        if t.eval_steps and self.val_examples and (done % t.eval_steps == 0 or done == t.max_steps):
+            logger.log(done, {"val_loss": evaluate_loss(self.loss_module, self.batcher, self.val_examples, acc)})
         if (t.save_steps and done % t.save_steps == 0) or done == t.max_steps:
-            state = {"scheduler": scheduler.state_dict(), "stream": stream.state_dict(done * t.batch_size),
-                     "config": cfg.to_dict(), "loss": float(step_loss)}
-            save_checkpoint(ckpt_root, done, model, optimizer, state, t.keep_checkpoints, rank, world,
-                            accelerator.wait_for_everyone if world > 1 else None)
-    logger.close()
+            state = {"scheduler": self.scheduler.state_dict(), "stream": self.stream.state_dict(done * t.batch_size),
+                     "config": self.cfg.to_dict(), "loss": float(step_loss)}
+            save_checkpoint(self.ckpt_root, done, self.model, self.optimizer, state, t.keep_checkpoints,
+                            self.rank, self.world, acc.wait_for_everyone if self.world > 1 else None)
 
     # -- save --------------------------------------------------------------------------------------
-    adapter_dir = out / ("adapter" if cfg.tuning.method == "lora" else "model")
-    if is_main:
-        save_final(model, tokenizer, adapter_dir, merge_dir=out / "merged" if t.merge else None)
-    accelerator.wait_for_everyone()
-    heldout = [h["name"] for h in manifest["heldout"]["tasks"]]
-    return {"is_main": is_main, "adapter_dir": str(adapter_dir), "heldout": heldout, "output_dir": str(out)}
+    def save(self) -> dict[str, Any]:
+        """The tuned weights: ``adapter/`` for LoRA, ``model/`` for full fine-tuning (and ``merged/``)."""
+        tuned_dir = self.out / ("adapter" if self.cfg.tuning.method == "lora" else "model")
+        if self.is_main:
+            save_final(self.model, self.tokenizer, tuned_dir, merge_dir=self.out / "merged" if self.t.merge else None)
+        self.accelerator.wait_for_everyone()
+        heldout = [h["name"] for h in self.manifest["heldout"]["tasks"]]
+        return {"is_main": self.is_main, "tuned_dir": str(tuned_dir), "heldout": heldout,
+                "output_dir": str(self.out)}
+
+
+def train(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Run the recipe; returns where the tuned weights are (``tuned_dir``), the held-out tasks and the run."""
+    recipe = FinetuneRecipe(cfg)
+    recipe.setup()
+    recipe.train()
+    return recipe.save()
 
 
 # Options that may change between a run and its resumption: they do not change what is computed.
@@ -263,58 +291,3 @@ def save_final(model: torch.nn.Module, tokenizer: Any, out: Path, merge_dir: Pat
         import copy
 
         _save_model_dir(copy.deepcopy(model).merge_and_unload(), tokenizer, merge_dir)
-
-
-class MetricsLogger:
-    """Progress bar (loss, tokens/s, ETA), metrics.jsonl and TensorBoard, on the main process only."""
-
-    def __init__(self, out: Path, active: bool, progress: bool, start: int, total: int, every: int) -> None:
-        self.active, self.out, self.every, self.total = active, out, every, total
-        self.bar = self.tb = self.file = None
-        self.t0, self.tokens, self.last_loss = time.perf_counter(), 0, math.nan
-        if not active:
-            return
-        self.file = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(out / "tb"))
-        except ImportError:
-            self.tb = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True)
-
-    def step(self, step: int, loss: float, lr: float, grad_norm: float | None, tokens: int) -> None:
-        if not self.active:
-            return
-        self.tokens += tokens
-        elapsed = time.perf_counter() - self.t0
-        tps = self.tokens / max(elapsed, 1e-9)
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}")
-        if step % self.every == 0 or step == self.total:
-            self.log(step, {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tps})
-
-    def log(self, step: int, values: dict[str, float | None]) -> None:
-        if not self.active:
-            return
-        record = {"step": step, **{k: v for k, v in values.items() if v is not None}}
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if self.tb is not None:
-            for key, value in record.items():
-                if key != "step":
-                    self.tb.add_scalar(f"train/{key}", value, step)
-        if "val_loss" in values and self.bar is not None:
-            self.bar.write(f"step {step}: val_loss {values['val_loss']:.4f}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if self.tb is not None:
-            self.tb.close()
-        if self.file is not None:
-            self.file.close()
