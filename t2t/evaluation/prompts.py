@@ -7,13 +7,13 @@ a row that renders the same input; the farthest are dropped first when the promp
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from t2t.errors import T2TError
+from t2t.seeds import stable_seed
 from t2t.tasks.fewshot import few_shot_input
 from t2t.tasks.task import Example, Task, warn
 
@@ -38,10 +38,6 @@ def pick_split(task: Task, wanted: str) -> str:
             return split
     raise T2TError(f"task '{task.name}' has no split to evaluate (splits: {', '.join(task.splits)}); "
                    f"see the 'splits' field of {task.path}")
-
-
-def _seed(*parts: object) -> int:
-    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8], "little")
 
 
 class Exemplars:
@@ -69,7 +65,7 @@ class Exemplars:
 
     def draw(self, template: str, query: Example, split: str, k: int) -> list[tuple[int, Example]]:
         """Up to k exemplars, never the query's own row nor a row that renders the same input."""
-        rng = random.Random(_seed(self.seed, self.task.name, template, split, query.index))
+        rng = random.Random(stable_seed(self.seed, self.task.name, template, split, query.index))
         seen = {query.index} if split == "train" else set()
         shots: list[tuple[int, Example]] = []
         for _ in range(20 * k + 50):

@@ -49,6 +49,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from t2t.errors import T2TError
 from t2t.mixtures.resolve import Mixture, load_mixture
 from t2t.mixtures.spec import STOP_POLICIES, TRAIN_SPLIT
+from t2t.seeds import stable_seed
 from t2t.tasks.fewshot import FEW_SHOT_SEP, FEW_SHOT_XY, few_shot_input
 from t2t.tasks.registry import suggest
 from t2t.tasks.task import Example
@@ -61,11 +62,6 @@ _MISS = object()
 
 def _rng(*words: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(list(words))))
-
-
-def name_key(name: str) -> int:
-    """A stable 64-bit key for a name (``hash()`` is salted per process)."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
 
 
 def _occurrence(t: np.ndarray, num: int) -> np.ndarray:
@@ -134,9 +130,9 @@ class ExampleStream(IterableDataset):
         cum = np.cumsum(self.rates)
         self._cum = cum / cum[-1]
         self._cum[-1] = 1.0
-        self._keys = [name_key(n) for n in self.names]
+        self._keys = [stable_seed(n) for n in self.names]
         self._templates = [e.templates for e in entries]
-        self._template_keys = [[name_key(t) for t in e.templates] for e in entries]
+        self._template_keys = [[stable_seed(t) for t in e.templates] for e in entries]
         self._random_template = [e.policy.choose == "random" for e in entries]
         self._variants = [list(e.policy.variants) for e in entries]
         self._variant_cum = [list(itertools.accumulate(e.policy.variants.values())) for e in entries]

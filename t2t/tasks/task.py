@@ -25,7 +25,6 @@ so Jinja's line numbers are the file's), and rows are rendered into :class:`Exam
 from __future__ import annotations
 
 import difflib
-import hashlib
 import random
 import re
 import reprlib
@@ -39,6 +38,7 @@ import jinja2
 from jinja2.sandbox import SecurityError
 
 from t2t.errors import TaskFileError
+from t2t.seeds import stable_seed
 from t2t.tasks.sandbox import Helper, T2TSandbox
 from t2t.tasks.taskfile import TOO_DEEP, split_blocks, split_front_matter
 
@@ -103,8 +103,7 @@ class TemplateInfo:
 
 def example_seed(seed: int, task: str, template: str, index: int) -> int:
     """Seed for the randomness inside one render: stable across processes and machines."""
-    digest = hashlib.sha256(f"{seed}\x1f{task}\x1f{template}\x1f{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little")
+    return stable_seed(seed, task, template, index)
 
 
 def options_text(choices: Sequence[str]) -> str:
