@@ -3,12 +3,22 @@
 Everything t2t writes that a later command reads (checkpoints, adapters, reports, manifests, the tiny
 model) goes through here: written under a hidden temporary name in the same folder, flushed to disk,
 then renamed into place. A kill at any moment leaves the old version or the new one, never half of one.
+
+Files: :func:`write_file` (any writer that takes a path), :func:`write_bytes`, :func:`write_text`,
+:func:`write_json`. Folders: ``with write_dir(out) as tmp:`` fills a hidden sibling folder and swaps it
+in; the steps on their own are :func:`staging_dir` and :func:`publish_dir` (:func:`staging_path` names
+the sibling for processes that share one folder). Leftovers of a kill are hidden names beginning with
+``.`` and the final name: ``.NAME.tmp``, ``.NAME.old``, ``.NAME.tmp-PID``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +37,31 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a hidden temporary file and a rename."""
+def fsync_file(path: Path) -> None:
+    """Flush a written file's data to disk."""
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def write_file(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` writes the file under a hidden temporary name beside ``path``; it is then flushed
+    to disk and renamed to ``path``. For writers that want a file name (``safetensors.save_file``)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
+        fsync_file(tmp)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     fsync_dir(path.parent)
     return path
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a hidden temporary file and a rename."""
+    return write_file(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -50,3 +70,85 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 def write_json(path: str | os.PathLike[str], data: Any, **dump: Any) -> Path:
     return write_text(path, json.dumps(data, **{"indent": 2, **dump}) + "\n")
+
+
+# -- folders ---------------------------------------------------------------------------------------
+
+def staging_path(final: str | os.PathLike[str]) -> Path:
+    """The hidden sibling ``.NAME.tmp`` in which the folder ``final`` is built."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.tmp")
+
+
+def _old_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.old")
+
+
+def staging_dir(final: str | os.PathLike[str], *, unique: bool = False) -> Path:
+    """Create and return an empty hidden sibling folder to build ``final`` in.
+
+    By default it is :func:`staging_path` (``.NAME.tmp``), after removing what a killed earlier write of
+    ``final`` left behind (``.NAME.tmp``, ``.NAME.old``). With ``unique`` it is a fresh ``.NAME-XXXXXXXX``
+    of this process's own, for folders that several processes may build at once.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if unique:
+        return Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    tmp = staging_path(final)
+    for leftover in (tmp, _old_path(final)):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    tmp.mkdir()
+    return tmp
+
+
+def publish_dir(staged: Path, final: Path, *, replace: bool = True) -> bool:
+    """Rename the finished folder ``staged`` to ``final``, durably; True if it is now ``final``.
+
+    Every file below ``staged`` is flushed to disk first. An existing ``final`` is, with ``replace``,
+    renamed away to ``.NAME.old``, the new one renamed in, the old one deleted: a kill never leaves a
+    half folder under the final name. Without ``replace`` an existing ``final`` is kept (another process
+    built the same folder first) and ``staged`` is deleted: False.
+    """
+    for path in sorted(staged.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            fsync_file(path)
+    fsync_dir(staged)
+    old: Path | None = None
+    if replace and final.exists():
+        old = _old_path(final)
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+    try:
+        os.rename(staged, final)
+    except OSError:
+        if replace or not final.exists():
+            raise
+        shutil.rmtree(staged, ignore_errors=True)
+        return False
+    fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)  # a kill here leaves .NAME.old: staging_dir removes it
+    return True
+
+
+@contextlib.contextmanager
+def write_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build the folder ``final`` whole or not at all, replacing an existing one::
+
+        with write_dir(out) as tmp:       # an empty .NAME.tmp beside out
+            model.save_pretrained(tmp)
+        # out is now the new folder; the old one was renamed away, then deleted
+
+    When the block raises, the staged folder is deleted and ``final`` is left as it was.
+    """
+    final = Path(final)
+    tmp = staging_dir(final)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    publish_dir(tmp, final)

@@ -26,30 +26,16 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from t2t import atomic
 from t2t.errors import T2TError
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
+    """One safetensors file, written atomically and flushed (by the rank that owns it)."""
+    cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic.write_file(path, lambda tmp: save_file(cpu, str(tmp)))
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -142,7 +128,7 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: to
     """
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"checkpoint-{step:06d}"
-    tmp = root / f".checkpoint-{step:06d}.tmp"
+    tmp = atomic.staging_path(final)  # .checkpoint-NNNNNN.tmp, the same name on every rank
     if rank == 0:
         _sweep(root)
     if barrier:
@@ -159,17 +145,10 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: to
     if barrier:
         barrier()
     if rank == 0:
-        _write_json(tmp / "state.json", {**state, "step": step, "world_size": world_size,
-                                         "optimizer": opt_meta, "rng": rng_state()})
-        _fsync_dir(tmp)
-        if final.exists():  # a re-run of the same step after a resume: replace it atomically
-            old = root / f".checkpoint-{step:06d}.old"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(root)
+        atomic.write_json(tmp / "state.json", {**state, "step": step, "world_size": world_size,
+                                               "optimizer": opt_meta, "rng": rng_state()}, indent=1)
+        # A re-run of the same step after a resume replaces it: the old one is renamed away first.
+        atomic.publish_dir(tmp, final)
         for _, old_path in list_checkpoints(root)[:-keep]:
             _remove(old_path)
     if barrier:

@@ -29,11 +29,11 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from t2t import atomic
 from t2t.errors import T2TError
 
 __all__ = ["TINY_MODEL_NAME", "TinyShape", "build_tiny_model", "ensure_tiny_model", "tiny_model_key",
@@ -129,7 +129,7 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike[str], vocab
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(out)
-    (out / "spiece.model").write_bytes(model.getvalue())  # the SentencePiece original, for reference
+    atomic.write_bytes(out / "spiece.model", model.getvalue())  # the SentencePiece original, for reference
     return hf
 
 
@@ -176,7 +176,7 @@ def build_tiny_model(texts: Iterable[str], out_dir: str | os.PathLike[str], seed
                 "shape": dataclasses.asdict(dims),
                 "key": tiny_model_key(corpus, seed, dims), "corpus_texts": len(corpus),
                 "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters())}
-    (out / "t2t_tiny.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    atomic.write_json(out / "t2t_tiny.json", manifest, sort_keys=True)
     return out
 
 
@@ -218,29 +218,22 @@ def ensure_tiny_model(texts_fn: Callable[[], Iterable[str]], cache_dir: str | os
     if note is not None:
         with contextlib.suppress(OSError):  # only a shortcut: a read-only cache still works without it
             note.parent.mkdir(parents=True, exist_ok=True)
-            tmp = note.with_name(f".{note.name}.{os.getpid()}.tmp")
-            tmp.write_text(final.name + "\n", encoding="utf-8")
-            os.replace(tmp, note)
+            atomic.write_text(note, final.name + "\n")
     return final
 
 
 def _build_into(final: Path, texts: list[str], seed: int, dims: TinyShape) -> None:
-    models = final.parent
+    """Build in a folder of this process's own, then rename it to ``final``. Several processes may build
+    the same model at once: the first rename wins and the others' identical copies are deleted."""
     try:
-        models.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=models))
+        tmp = atomic.staging_dir(final, unique=True)
     except OSError as exc:
-        raise T2TError(f"t2t-tiny: cannot write the model cache {models} ({exc.strerror or exc}); set "
+        raise T2TError(f"t2t-tiny: cannot write the model cache {final.parent} ({exc.strerror or exc}); set "
                        "T2T_CACHE to a writable folder") from None
     try:
         log.info("building %s in %s (once; cached)", TINY_MODEL_NAME, final)
         build_tiny_model(texts, tmp, seed=seed, **dataclasses.asdict(dims))
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            # Another process finished the same build first: its copy is identical, keep it.
-            if not (final / "config.json").is_file():
-                raise T2TError(f"t2t-tiny: {final} exists but holds no model; delete that folder and retry") \
-                    from None
+        if not atomic.publish_dir(tmp, final, replace=False) and not (final / "config.json").is_file():
+            raise T2TError(f"t2t-tiny: {final} exists but holds no model; delete that folder and retry")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
