@@ -21,6 +21,7 @@ demo: setup
 
 test: setup
 	$(PY) -m t2t.tasks check
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
 
 lint: setup
