@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,13 +18,16 @@ from typing import Any
 import torch
 
 from t2t.errors import T2TError
+from t2t.modeling.architecture import lora_target_modules
 from t2t.modeling.config import DEFAULT_MODEL
+from t2t.modeling.tiny import ensure_tiny_model
+from t2t.tasks.registry import TaskRegistry
+from t2t.tasks.registry import task_dirs as searched_dirs
 
 
 def offline_corpus(task_dirs: Sequence[str] = ()) -> Iterator[str]:
     """Text of the offline suite (every generator task, train split, every template) for the tokenizer."""
-    from t2t.tasks.registry import TaskRegistry
-    from t2t.tasks.sources import load_rows
+    from t2t.tasks.sources import load_rows  # pulls in datasets: only when the corpus is built
 
     registry = TaskRegistry.load(task_dirs)
     for task in registry:
@@ -44,10 +48,6 @@ def corpus_recipe(task_dirs: Sequence[str] = ()) -> str:
     """A digest of everything :func:`offline_corpus` is made from: the task files (with ``_lib``) in every
     searched folder, t2t's own code and the versions of the libraries that render and read rows. Equal
     digests give equal corpora, so the cached t2t-tiny can be found without rendering the corpus again."""
-    import importlib.metadata
-
-    from t2t.tasks.registry import task_dirs as searched_dirs
-
     h = hashlib.sha256()
     for folder in searched_dirs(task_dirs):
         for path in sorted(folder.rglob("*.jinja")):
@@ -66,8 +66,6 @@ def corpus_recipe(task_dirs: Sequence[str] = ()) -> str:
 def resolve_model(name: str, task_dirs: Sequence[str] = ()) -> str:
     """A loadable model path or hub name; ``t2t-tiny`` is built on first use and cached."""
     if name == DEFAULT_MODEL:
-        from t2t.modeling.tiny import ensure_tiny_model
-
         return str(ensure_tiny_model(lambda: offline_corpus(task_dirs), recipe=corpus_recipe(task_dirs)))
     return name
 
@@ -106,8 +104,6 @@ def load_model(path: str, attn_implementation: str = "eager", revision: str | No
 def apply_lora(model: torch.nn.Module, r: int, alpha: int, dropout: float,
                target_modules: Sequence[str] = ()) -> torch.nn.Module:
     from peft import LoraConfig, TaskType, get_peft_model
-
-    from t2t.modeling.architecture import lora_target_modules
 
     targets = list(target_modules) or lora_target_modules(model)
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
