@@ -9,6 +9,7 @@ over processes, so each process multiplies by the process count).
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from t2t.atomic import write_json
+from t2t.atomic import write_dir, write_json
 from t2t.data.batches import Batcher, StepBatches, StepDataset, auto_workers, step_loader
 from t2t.errors import T2TError
 from t2t.mixtures.stream import build_stream
@@ -269,25 +270,14 @@ def evaluate_loss(loss_module: torch.nn.Module, batcher: Batcher, examples: Sequ
 
 
 def _save_model_dir(model: torch.nn.Module, tokenizer: Any, out: Path) -> None:
-    """Write a model (or adapter) folder into a temp folder, then rename it into place."""
-    import shutil
-
-    tmp, old = out.with_name(f".{out.name}.tmp"), out.with_name(f".{out.name}.old")
-    for leftover in (tmp, old):
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    tokenizer.save_pretrained(str(tmp))
-    if out.exists():  # renamed away, not deleted in place: a kill never leaves a half folder under its name
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    """A model (or adapter) folder, built beside ``out`` and renamed into place whole."""
+    with write_dir(out) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
 
 
 def save_final(model: torch.nn.Module, tokenizer: Any, out: Path, merge_dir: Path | None = None) -> None:
     """The adapter (or full model) folder, and with ``merge_dir`` the base with the adapter merged in."""
     _save_model_dir(model, tokenizer, out)
     if merge_dir is not None and hasattr(model, "merge_and_unload"):
-        import copy
-
         _save_model_dir(copy.deepcopy(model).merge_and_unload(), tokenizer, merge_dir)
