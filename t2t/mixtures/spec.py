@@ -27,7 +27,7 @@ rates and a held-out split. Every error names the file, the mixture and the fiel
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ import yaml
 from t2t import yamlsafe
 from t2t.builtin import builtin_dir
 from t2t.errors import T2TError
-from t2t.tasks.registry import search_dirs, suggest
+from t2t.tasks.registry import NamedFiles, find_files, read_each, search_dirs, suggest
 from t2t.tasks.task import Task
 
 BUILTIN_MIXTURES = builtin_dir("task_registry")
@@ -150,115 +150,21 @@ class MixtureSpec:
 
     @classmethod
     def from_dict(cls, data: Any, name: str, path: Path | None = None) -> MixtureSpec:
+        """Check a parsed mixture file field by field; every error names the file, mixture and field."""
         path = path or Path(f"<{name}>")
         where = f"{path}: mixture '{name}'"
-
-        def err(key: str, message: str) -> T2TError:
-            return T2TError(f"{where}, field '{key}': {message}")
-
         if not isinstance(data, dict):
             raise T2TError(f"{where}: a mixture file is a YAML mapping (include:, rate:, heldout:, ...)")
-
-        def keys(key: str, value: Any, allowed: set[str], what: str, example: str) -> dict[str, Any]:
-            """``value`` (None -> {}) as a mapping whose keys are all in ``allowed``."""
-            value = value or {}
-            if not isinstance(value, dict):
-                raise err(key, f"must be a mapping, e.g. {example}")
-            extra = sorted(set(map(str, value)) - allowed)
-            if extra:
-                raise err(f"{key}.{extra[0]}" if key else extra[0], f"unknown {what}{suggest(extra[0], allowed)} "
-                                                                    f"({what}s: {', '.join(sorted(allowed))})")
-            return value
-
-        keys("", data, _FIELDS, "field", "")
-
-        def names(key: str, value: Any) -> tuple[str, ...]:
-            if value is None:
-                return ()
-            value = [value] if isinstance(value, str) else value
-            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-                raise err(key, "must be a name or a list of names")
-            return tuple(value)
-
-        def selection(key: str) -> Selection:
-            value = keys(key, data.get(key), _SELECT_FIELDS, "selector", "{clusters: [nli], tasks: [rte]}")
-            return Selection(**{k: names(f"{key}.{k}", value.get(k)) for k in _SELECT_FIELDS})
-
-        def numbers(key: str, value: Any, what: str = "names") -> dict[str, float]:
-            value = value or {}
-            if not isinstance(value, dict) or not all(_is_number(v) and v >= 0 for v in value.values()):
-                raise err(key, f"must map {what} to non-negative numbers, e.g. {{NAME: 0.5}}")
-            return {str(k): float(v) for k, v in value.items()}
-
-        def number(key: str, value: Any, kind: type = float, positive: bool = True) -> Any:
-            if value is None:
-                return None
-            if not _is_number(value) or (kind is int and value != int(value)):
-                raise err(key, f"must be a{'n integer' if kind is int else ' number'}, got {value!r}")
-            if positive and not value > 0:
-                raise err(key, f"must be positive, got {value!r}")
-            return kind(value)
-
-        def choice(key: str, value: Any, allowed: Sequence[str]) -> str:
-            if value not in allowed:
-                raise err(key, f"'{value}' is not one of {', '.join(allowed)}{suggest(str(value), allowed)}")
-            return str(value)
-
-        rate = keys("rate", data.get("rate"), _RATE_FIELDS, "key", "{strategy: proportional, cap: 3000}")
-        strategy = choice("rate.strategy", rate.get("strategy", "proportional"), STRATEGIES)
-        temperature = number("rate.temperature", rate.get("temperature", 1.0))
-        if strategy == "proportional" and temperature != 1.0:
-            raise err("rate.temperature", "strategy 'proportional' takes no temperature; "
-                                          "use strategy: temperature")
-
-        heldout = data.get("heldout") or {}
-        h_clusters: tuple[str, ...] = ()
-        h_tasks: tuple[str, ...] = ()
-        h_names: tuple[str, ...] = ()
-        if isinstance(heldout, (list, str)):
-            h_names = names("heldout", heldout)
-        elif isinstance(heldout, dict):
-            keys("heldout", heldout, {"tasks", "clusters"}, "key", "{clusters: [nli]}")
-            h_clusters = names("heldout.clusters", heldout.get("clusters"))
-            h_tasks = names("heldout.tasks", heldout.get("tasks"))
-        else:
-            raise err("heldout", "must be {tasks: [...], clusters: [...]} or a list of cluster/task names")
-
-        tpl = keys("templates", data.get("templates"), _TEMPLATE_FIELDS, "key",
-                   "{choose: random, variants: {zero_shot: 1}}")
-        subset = tpl.get("subset") or {}
-        if not isinstance(subset, dict):
-            raise err("templates.subset", "must map task names to lists of template names")
-        variants = numbers("templates.variants", tpl.get("variants") or {"zero_shot": 1.0},
-                           f"variants ({', '.join(VARIANTS)})")
-        for v in variants:
-            choice(f"templates.variants.{v}", v, VARIANTS)
-        total = sum(variants.values())
-        if total <= 0:
-            raise err("templates.variants", "the shares must not all be zero")
-        policy = TemplatePolicy(
-            choose=choice("templates.choose", tpl.get("choose", "round_robin"), CHOOSE),
-            use=choice("templates.use", tpl.get("use", "all"), ("all", "scored")),
-            subset={str(k): names(f"templates.subset.{k}", v) for k, v in subset.items()},
-            variants={k: float(v) / total for k, v in variants.items() if v > 0},
-            few_shot_k=number("templates.few_shot_k", tpl.get("few_shot_k", 2), int))
-
-        overlap = data.get("allow_source_overlap", False)
-        if not isinstance(overlap, bool):
-            raise err("allow_source_overlap", "must be true or false")
-        description = data.get("description") or ""
-        if not isinstance(description, str):
-            raise err("description", "must be a string")
-        spec = cls(
-            name=name, path=path, description=description.strip(),
-            include=selection("include"), exclude=selection("exclude"),
-            mixtures=numbers("mixtures", data.get("mixtures")), strategy=strategy,
-            cap=number("rate.cap", rate.get("cap"), int), temperature=temperature,
-            scale=number("rate.scale", rate.get("scale", 1.0)),
-            weights=numbers("weights", data.get("weights")),
-            heldout=h_names, heldout_clusters=h_clusters, heldout_tasks=h_tasks,
-            allow_source_overlap=overlap, templates=policy,
-            stop=choice("stop", data.get("stop", "infinite"), STOP_POLICIES))
+        _mapping(where, "", data, _FIELDS, "field", "")
+        spec = cls(name=name, path=path, **_rate(where, data), **_heldout(where, data),
+                   templates=_template_policy(where, data.get("templates")),
+                   allow_source_overlap=_flag(where, "allow_source_overlap", data.get("allow_source_overlap", False)),
+                   description=_text(where, "description", data.get("description")),
+                   include=_selection(where, "include", data.get("include")),
+                   exclude=_selection(where, "exclude", data.get("exclude")),
+                   mixtures=_numbers(where, "mixtures", data.get("mixtures")),
+                   weights=_numbers(where, "weights", data.get("weights")),
+                   stop=_choice(where, "stop", data.get("stop", "infinite"), STOP_POLICIES))
         if not (spec.include or spec.mixtures or spec.weights):
             raise T2TError(f"{where}: selects no task; add include: {{clusters: [...]}}, "
                            "include: {tasks: [...]}, weights: or mixtures:")
@@ -279,51 +185,149 @@ class MixtureSpec:
         return ", ".join(parts)
 
 
+# -- checking a mixture file's fields -------------------------------------------------------------
+# Each parser takes ``where`` (file and mixture, for the message), the field's dotted key and its value.
+
+def _field_error(where: str, key: str, message: str) -> T2TError:
+    return T2TError(f"{where}, field '{key}': {message}")
+
+
+def _mapping(where: str, key: str, value: Any, allowed: set[str], what: str, example: str) -> dict[str, Any]:
+    """``value`` (None -> {}) as a mapping whose keys are all in ``allowed``."""
+    value = value or {}
+    if not isinstance(value, dict):
+        raise _field_error(where, key, f"must be a mapping, e.g. {example}")
+    extra = sorted(set(map(str, value)) - allowed)
+    if extra:
+        raise _field_error(where, f"{key}.{extra[0]}" if key else extra[0],
+                           f"unknown {what}{suggest(extra[0], allowed)} ({what}s: {', '.join(sorted(allowed))})")
+    return value
+
+
+def _names(where: str, key: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    value = [value] if isinstance(value, str) else value
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _field_error(where, key, "must be a name or a list of names")
+    return tuple(value)
+
+
+def _numbers(where: str, key: str, value: Any, what: str = "names") -> dict[str, float]:
+    value = value or {}
+    if not isinstance(value, dict) or not all(_is_number(v) and v >= 0 for v in value.values()):
+        raise _field_error(where, key, f"must map {what} to non-negative numbers, e.g. {{NAME: 0.5}}")
+    return {str(k): float(v) for k, v in value.items()}
+
+
+def _number(where: str, key: str, value: Any, kind: type = float, positive: bool = True) -> Any:
+    if value is None:
+        return None
+    if not _is_number(value) or (kind is int and value != int(value)):
+        raise _field_error(where, key, f"must be a{'n integer' if kind is int else ' number'}, got {value!r}")
+    if positive and not value > 0:
+        raise _field_error(where, key, f"must be positive, got {value!r}")
+    return kind(value)
+
+
+def _choice(where: str, key: str, value: Any, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise _field_error(where, key, f"'{value}' is not one of {', '.join(allowed)}{suggest(str(value), allowed)}")
+    return str(value)
+
+
+def _flag(where: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _field_error(where, key, "must be true or false")
+    return value
+
+
+def _text(where: str, key: str, value: Any) -> str:
+    value = value or ""
+    if not isinstance(value, str):
+        raise _field_error(where, key, "must be a string")
+    return value.strip()
+
+
+def _selection(where: str, key: str, value: Any) -> Selection:
+    """``include:`` / ``exclude:``: tasks, clusters, patterns and tags, each a name or a list of names."""
+    value = _mapping(where, key, value, _SELECT_FIELDS, "selector", "{clusters: [nli], tasks: [rte]}")
+    return Selection(**{k: _names(where, f"{key}.{k}", value.get(k)) for k in _SELECT_FIELDS})
+
+
+def _rate(where: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """``rate:`` as the spec's strategy, cap, temperature and scale."""
+    rate = _mapping(where, "rate", data.get("rate"), _RATE_FIELDS, "key", "{strategy: proportional, cap: 3000}")
+    strategy = _choice(where, "rate.strategy", rate.get("strategy", "proportional"), STRATEGIES)
+    temperature = _number(where, "rate.temperature", rate.get("temperature", 1.0))
+    if strategy == "proportional" and temperature != 1.0:
+        raise _field_error(where, "rate.temperature", "strategy 'proportional' takes no temperature; "
+                                                      "use strategy: temperature")
+    return {"strategy": strategy, "temperature": temperature,
+            "cap": _number(where, "rate.cap", rate.get("cap"), int),
+            "scale": _number(where, "rate.scale", rate.get("scale", 1.0))}
+
+
+def _heldout(where: str, data: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """``heldout:`` as names (clusters or tasks) or as ``{tasks: [...], clusters: [...]}``."""
+    heldout = data.get("heldout") or {}
+    if isinstance(heldout, (list, str)):
+        return {"heldout": _names(where, "heldout", heldout)}
+    if not isinstance(heldout, dict):
+        raise _field_error(where, "heldout", "must be {tasks: [...], clusters: [...]} or a list of cluster/task names")
+    _mapping(where, "heldout", heldout, {"tasks", "clusters"}, "key", "{clusters: [nli]}")
+    return {"heldout_clusters": _names(where, "heldout.clusters", heldout.get("clusters")),
+            "heldout_tasks": _names(where, "heldout.tasks", heldout.get("tasks"))}
+
+
+def _variant_shares(where: str, value: Any) -> dict[str, float]:
+    """``templates.variants``: the shares of the FLAN v2 variants, normalised to sum to 1 (zeros dropped)."""
+    variants = _numbers(where, "templates.variants", value or {"zero_shot": 1.0}, f"variants ({', '.join(VARIANTS)})")
+    for v in variants:
+        _choice(where, f"templates.variants.{v}", v, VARIANTS)
+    total = sum(variants.values())
+    if total <= 0:
+        raise _field_error(where, "templates.variants", "the shares must not all be zero")
+    return {k: float(v) / total for k, v in variants.items() if v > 0}
+
+
+def _template_policy(where: str, value: Any) -> TemplatePolicy:
+    """``templates:``: how templates are chosen, which are used, per-task subsets, variants, few_shot_k."""
+    tpl = _mapping(where, "templates", value, _TEMPLATE_FIELDS, "key", "{choose: random, variants: {zero_shot: 1}}")
+    subset = tpl.get("subset") or {}
+    if not isinstance(subset, dict):
+        raise _field_error(where, "templates.subset", "must map task names to lists of template names")
+    variants = _variant_shares(where, tpl.get("variants"))
+    return TemplatePolicy(
+        choose=_choice(where, "templates.choose", tpl.get("choose", "round_robin"), CHOOSE),
+        use=_choice(where, "templates.use", tpl.get("use", "all"), ("all", "scored")),
+        subset={str(k): _names(where, f"templates.subset.{k}", v) for k, v in subset.items()},
+        variants=variants,
+        few_shot_k=_number(where, "templates.few_shot_k", tpl.get("few_shot_k", 2), int))
+
+
 def mixture_dirs(extra: Sequence[str | os.PathLike[str]] = (), include_builtin: bool = True) -> list[Path]:
     """The folders searched for mixture files, in order: built-in, ``T2T_MIXTURE_PATH``, ``--mixture-dir``."""
     return search_dirs(BUILTIN_MIXTURES if include_builtin else None, "T2T_MIXTURE_PATH", extra, "--mixture-dir",
                        "mixture")
 
 
-class MixtureRegistry:
+class MixtureRegistry(NamedFiles[MixtureSpec]):
     """Every mixture file found in a list of folders (``*.yaml``/``*.yml``; folders named ``_*`` skipped)."""
 
-    def __init__(self, specs: Iterable[MixtureSpec]) -> None:
-        self._specs: dict[str, MixtureSpec] = {}
-        for spec in specs:
-            if spec.name in self._specs:
-                raise T2TError(f"{spec.path}: mixture '{spec.name}' is also defined in "
-                               f"{self._specs[spec.name].path}; rename one of the files")
-            self._specs[spec.name] = spec
+    kind = "mixture"
+    listing = "list them with: python -m t2t.mixture list; add folders with --mixture-dir"
+
+    def duplicate(self, item: MixtureSpec, first: MixtureSpec) -> T2TError:
+        return T2TError(f"{item.path}: mixture '{item.name}' is also defined in {first.path}; "
+                        "rename one of the files")
 
     @classmethod
     def load(cls, extra_dirs: Sequence[str | os.PathLike[str]] = (), *,
              include_builtin: bool = True) -> MixtureRegistry:
-        specs, errors = [], []
-        for root in mixture_dirs(extra_dirs, include_builtin):
-            files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and not any(
-                part.startswith("_") for part in p.relative_to(root).parts[:-1]))
-            for path in files:
-                try:
-                    specs.append(MixtureSpec.from_file(path))
-                except T2TError as exc:
-                    errors.append(str(exc))
+        files = [path for root in mixture_dirs(extra_dirs, include_builtin)
+                 for path in find_files(root, ("*.yaml", "*.yml"))]
+        specs, errors = read_each(files, MixtureSpec.from_file)
         if errors:
-            raise T2TError(" | ".join(errors))
+            raise T2TError(" | ".join(map(str, errors)))
         return cls(specs)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._specs
-
-    def __iter__(self):
-        return iter(self._specs.values())
-
-    def names(self) -> list[str]:
-        return sorted(self._specs)
-
-    def get(self, name: str) -> MixtureSpec:
-        try:
-            return self._specs[name]
-        except KeyError:
-            raise T2TError(f"unknown mixture '{name}'{suggest(name, self._specs)} (list them with: "
-                           "python -m t2t.mixture list; add folders with --mixture-dir)") from None

@@ -3,14 +3,19 @@
 Search order: the built-in ``templates/`` folder, then the folders of ``T2T_TASK_PATH``
 (``os.pathsep``-separated), then each ``--task-dir``. Every ``*.jinja`` file below a folder is a task,
 except files under a folder whose name starts with ``_`` (``_lib/`` holds shared macros).
+
+What any registry of named files needs (search folders, finding the files, reading each one with its
+errors collected, duplicate names, unknown names with the nearest ones) is here too:
+:class:`t2t.mixtures.spec.MixtureRegistry` is the other :class:`NamedFiles`.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 from t2t.builtin import builtin_dir
 from t2t.errors import T2TError, TaskFileError, TaskFilesError
@@ -35,17 +40,13 @@ def search_dirs(builtin: Path | None, env_var: str, extra: Sequence[str | os.Pat
     return out
 
 
-def task_dirs(extra: Sequence[str | os.PathLike[str]] = (), include_builtin: bool = True) -> list[Path]:
-    """The folders searched for task files, in order, without duplicates."""
-    return search_dirs(BUILTIN_TEMPLATES if include_builtin else None, "T2T_TASK_PATH", extra, "--task-dir",
-                       "task")
-
-
-def find_task_files(root: Path) -> list[Path]:
+def find_files(root: Path, patterns: Sequence[str]) -> list[Path]:
+    """``root`` if it is a file, else the files below it that match one of the glob ``patterns``, sorted;
+    files under a folder whose name starts with ``_`` are skipped."""
     if root.is_file():
         return [root]
-    return sorted(p for p in root.rglob("*.jinja")
-                  if not any(part.startswith("_") for part in p.relative_to(root).parts[:-1]))
+    found = {p for pattern in patterns for p in root.rglob(pattern)}
+    return sorted(p for p in found if not any(part.startswith("_") for part in p.relative_to(root).parts[:-1]))
 
 
 def suggest(name: str, known: Iterable[str], n: int = 3) -> str:
@@ -53,17 +54,91 @@ def suggest(name: str, known: Iterable[str], n: int = 3) -> str:
     return f"; did you mean {', '.join(near)}?" if near else ""
 
 
-class TaskRegistry:
+Item = TypeVar("Item")
+
+
+def read_each(paths: Iterable[Path], read: Callable[[Path], Item]) -> tuple[list[Item], list[T2TError]]:
+    """``read`` every path; the items read and the errors of the files that could not be (all of them)."""
+    items: list[Item] = []
+    errors: list[T2TError] = []
+    for path in paths:
+        try:
+            items.append(read(path))
+        except T2TError as exc:
+            errors.append(exc)
+    return items, errors
+
+
+class Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def path(self) -> Path: ...
+
+
+N = TypeVar("N", bound=Named)
+
+
+class NamedFiles(Generic[N]):
+    """Items read from files, by name: a name defined twice is an error, an unknown one gets suggestions.
+
+    A subclass sets ``kind`` ("task") and ``listing`` (how to list the names, said after an unknown one)
+    and says how a duplicate is reported (:meth:`duplicate`).
+    """
+
+    kind: ClassVar[str]
+    listing: ClassVar[str]
+
+    def __init__(self, items: Iterable[N]) -> None:
+        self._items: dict[str, N] = {}
+        for item in items:
+            if item.name in self._items:
+                raise self.duplicate(item, self._items[item.name])
+            self._items[item.name] = item
+
+    def duplicate(self, item: N, first: N) -> T2TError:
+        """The error for ``item``, whose name ``first`` already has."""
+        raise NotImplementedError
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[N]:
+        return iter(self._items.values())
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def get(self, name: str) -> N:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise T2TError(f"unknown {self.kind} '{name}'{suggest(name, self._items)} ({self.listing})") from None
+
+
+def task_dirs(extra: Sequence[str | os.PathLike[str]] = (), include_builtin: bool = True) -> list[Path]:
+    """The folders searched for task files, in order, without duplicates."""
+    return search_dirs(BUILTIN_TEMPLATES if include_builtin else None, "T2T_TASK_PATH", extra, "--task-dir",
+                       "task")
+
+
+def find_task_files(root: Path) -> list[Path]:
+    return find_files(root, ("*.jinja",))
+
+
+class TaskRegistry(NamedFiles[Task]):
     """All tasks found in a list of folders (or files)."""
 
-    def __init__(self, tasks: Sequence[Task]) -> None:
-        self._tasks: dict[str, Task] = {}
-        for task in tasks:
-            if task.name in self._tasks:
-                other = self._tasks[task.name]
-                raise TaskFileError(f"duplicate task name, also defined in {other.path}; rename one "
-                                    "(name: field or file name)", path=str(task.path), task=task.name)
-            self._tasks[task.name] = task
+    kind = "task"
+    listing = "list them with: python -m t2t.tasks list"
+
+    def duplicate(self, item: Task, first: Task) -> T2TError:
+        return TaskFileError(f"duplicate task name, also defined in {first.path}; rename one "
+                             "(name: field or file name)", path=str(item.path), task=item.name)
 
     @classmethod
     def load(cls, extra_dirs: Sequence[str | os.PathLike[str]] = (), *, include_builtin: bool = True,
@@ -88,11 +163,9 @@ class TaskRegistry:
             if not target.exists():
                 errors.append(T2TError(f"{target}: no such file or folder"))
                 continue
-            for path in find_task_files(target):
-                try:
-                    tasks.append(Task(path, env))
-                except T2TError as exc:
-                    errors.append(exc)
+            read, failed = read_each(find_task_files(target), lambda path: Task(path, env))
+            tasks += read
+            errors += failed
         try:
             registry = cls(tasks)
         except T2TError as exc:
@@ -102,30 +175,11 @@ class TaskRegistry:
             raise errors[0] if len(errors) == 1 else TaskFilesError(errors)
         return registry
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._tasks
-
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    def __iter__(self):
-        return iter(self._tasks.values())
-
-    def names(self) -> list[str]:
-        return sorted(self._tasks)
-
     def clusters(self) -> list[str]:
-        return sorted({t.cluster for t in self._tasks.values()})
-
-    def get(self, name: str) -> Task:
-        try:
-            return self._tasks[name]
-        except KeyError:
-            raise T2TError(f"unknown task '{name}'{suggest(name, self._tasks)} "
-                           "(list them with: python -m t2t.tasks list)") from None
+        return sorted({t.cluster for t in self})
 
     def by_cluster(self, cluster: str) -> list[Task]:
-        tasks = [t for t in self._tasks.values() if t.cluster == cluster]
+        tasks = [t for t in self if t.cluster == cluster]
         if not tasks:
             raise T2TError(f"unknown cluster '{cluster}'{suggest(cluster, self.clusters())} "
                            f"(clusters: {', '.join(self.clusters())})")
