@@ -20,7 +20,9 @@ Example::
     report.task("lora", "rte").median          # 75.0
     report.clusters["lora"]["nli"]              # 75.0
     report.delta_overall("lora")                # 20.0
-    write_report(report, "runs/eval")           # report.md, results.json, report.png
+    render_markdown(report)                     # the table of report.md
+    to_dict(report)                             # results.json; read_json re-reads it
+    plot_bars(report, "runs/eval/report.png")
 
 Every model must have a score for every (task, metric) that any model has, so means and deltas
 always compare the same tasks; templates may differ.
@@ -150,10 +152,21 @@ def summarize(
     scores = [_as_score(s) for s in scores]
     if not scores:
         raise T2TError("the report got no scores; evaluate at least one model on one task.")
+    models = _model_order(scores, models)
+    by_key = _values_by_key(scores)
+    task_metrics = list(dict.fromkeys((s.task, s.metric) for s in scores))
+    _check_complete(by_key, models, task_metrics)
+    primary = _primary_metrics(task_metrics, primary)
+    cluster_of = {task: (clusters or {}).get(task, UNCLUSTERED) for task, _ in task_metrics}
+    rows = _task_rows(by_key, models, task_metrics, cluster_of, primary)
+    cluster_means, overall = _means(rows, models, cluster_of, primary)
+    return Report(models, rows, cluster_of, primary, cluster_means, overall, scores)
+
+
+def _model_order(scores: Sequence[Score], models: Sequence[str] | None) -> list[str]:
+    """``models`` (default: the scored ones in order of first appearance), which must be the scored ones."""
     seen_models = list(dict.fromkeys(s.model for s in scores))
-    if models is None:
-        models = seen_models
-    models = list(models)
+    models = list(models) if models is not None else seen_models
     unknown = [m for m in models if m not in seen_models]
     extra = [m for m in seen_models if m not in models]
     if unknown or extra:
@@ -161,7 +174,11 @@ def summarize(
             f"report models {models} do not match the scored models {seen_models}; "
             "list every scored model once, base first."
         )
+    return models
 
+
+def _values_by_key(scores: Sequence[Score]) -> dict[tuple[str, str, str], dict[str, float]]:
+    """(model, task, metric) -> template -> value; a template scored twice is an error."""
     by_key: dict[tuple[str, str, str], dict[str, float]] = {}
     for s in scores:
         templates = by_key.setdefault((s.model, s.task, s.metric), {})
@@ -171,8 +188,13 @@ def summarize(
                 "scored twice; pass each score once."
             )
         templates[s.template] = float(s.value)
+    return by_key
 
-    task_metrics = list(dict.fromkeys((s.task, s.metric) for s in scores))
+
+def _check_complete(
+    by_key: Mapping[tuple[str, str, str], object], models: Sequence[str], task_metrics: Sequence[tuple[str, str]]
+) -> None:
+    """Every model has scores for every (task, metric) that any model has."""
     missing = [(m, t, k) for m in models for t, k in task_metrics if (m, t, k) not in by_key]
     if missing:
         listed = ", ".join(f"{m}/{t}/{k}" for m, t, k in missing[:5])
@@ -181,24 +203,34 @@ def summarize(
             "evaluated on the same tasks so that means and deltas compare like with like."
         )
 
-    first_metric = {}
+
+def _primary_metrics(task_metrics: Sequence[tuple[str, str]], primary: Mapping[str, str] | None) -> dict[str, str]:
+    """task -> its primary metric: the one given, else the first seen; a given one must be scored."""
+    first_metric: dict[str, str] = {}
     for task, metric in task_metrics:
         first_metric.setdefault(task, metric)
-    primary = {**first_metric, **dict(primary or {})}
-    for task, metric in primary.items():
+    chosen = {**first_metric, **dict(primary or {})}
+    for task, metric in chosen.items():
         if (task, metric) not in task_metrics:
             raise T2TError(
                 f"primary metric '{metric}' for task '{task}' has no scores; pick a scored metric."
             )
-    cluster_of = {task: (clusters or {}).get(task, UNCLUSTERED) for task, _ in task_metrics}
+    return chosen
 
-    def order(key: tuple[str, str]) -> tuple:
-        task, metric = key
-        return (cluster_of[task], task, metric != primary[task], metric)
 
+def _task_rows(
+    by_key: Mapping[tuple[str, str, str], Mapping[str, float]],
+    models: Sequence[str],
+    task_metrics: Sequence[tuple[str, str]],
+    cluster_of: Mapping[str, str],
+    primary: Mapping[str, str],
+) -> list[TaskResult]:
+    """One :class:`TaskResult` per (model, task, metric), the median and spread over templates; per model
+    ordered by cluster, task, then the primary metric first."""
+    ordered = sorted(task_metrics, key=lambda k: (cluster_of[k[0]], k[0], k[1] != primary[k[0]], k[1]))
     rows = []
     for model in models:
-        for task, metric in sorted(task_metrics, key=order):
+        for task, metric in ordered:
             values = list(by_key[(model, task, metric)].values())
             rows.append(
                 TaskResult(
@@ -213,7 +245,13 @@ def summarize(
                     n_templates=len(values),
                 )
             )
+    return rows
 
+
+def _means(
+    rows: Sequence[TaskResult], models: Sequence[str], cluster_of: Mapping[str, str], primary: Mapping[str, str]
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Per model, the mean of the task medians (primary metric) per cluster, and over every task."""
     medians = {(r.model, r.task): r.median for r in rows if r.metric == primary[r.task]}
     cluster_names = sorted(set(cluster_of.values()))
     cluster_means = {
@@ -224,7 +262,7 @@ def summarize(
         for model in models
     }
     overall = {model: statistics.fmean(medians[(model, t)] for t in primary) for model in models}
-    return Report(models, rows, cluster_of, primary, cluster_means, overall, scores)
+    return cluster_means, overall
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -290,15 +328,9 @@ def to_dict(report: Report) -> dict:
     }
 
 
-def write_json(report: Report, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_dict(report), indent=2) + "\n", encoding="utf-8")
-    return path
-
-
 def read_json(path: str | Path) -> Report:
-    """Rebuild a :class:`Report` from :func:`write_json` output (re-aggregated from its scores)."""
+    """Rebuild a :class:`Report` from a ``results.json`` (a :func:`to_dict`, as the evaluate command writes
+    it), re-aggregated from its scores."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     if data.get("format") != FORMAT:
         raise T2TError(f'{path}: not a t2t evaluation report (no "format": "{FORMAT}"); pass results.json.')
@@ -312,7 +344,8 @@ def plot_bars(
 ) -> Path:
     """PNG bar chart: per task (default all; pass the held-out tasks), one bar per model at the median
     of the task's primary metric, with a min–max whisker over templates."""
-    # The object-oriented API renders with Agg and leaves pyplot's global state alone.
+    # Imported here: matplotlib is slow to import and only the chart needs it. The object-oriented API
+    # renders with Agg and leaves pyplot's global state alone.
     from matplotlib.figure import Figure
 
     tasks = list(tasks) if tasks is not None else list(dict.fromkeys(t for t, _ in report.task_keys()))
@@ -341,17 +374,3 @@ def plot_bars(
     fig.savefig(path, dpi=120)
     return path
 
-
-def write_report(
-    report: Report, out_dir: str | Path, plot_tasks: Sequence[str] | None = None
-) -> dict[str, Path]:
-    """Write ``report.md``, ``results.json`` and ``report.png`` into ``out_dir``; returns their paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    markdown = out / "report.md"
-    markdown.write_text(render_markdown(report), encoding="utf-8")
-    return {
-        "markdown": markdown,
-        "json": write_json(report, out / "results.json"),
-        "png": plot_bars(report, out / "report.png", tasks=plot_tasks),
-    }

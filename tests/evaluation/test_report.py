@@ -7,8 +7,9 @@ import math
 
 import pytest
 
+from t2t.atomic import write_json
 from t2t.errors import T2TError
-from t2t.evaluation.report import Score, read_json, render_markdown, summarize, write_report
+from t2t.evaluation.report import Score, plot_bars, read_json, render_markdown, summarize, to_dict
 
 CLUSTERS = {"rte": "nli", "cb": "nli", "copa": "commonsense"}
 
@@ -90,12 +91,14 @@ def test_three_models_order_and_dict_input():
     )
 
 
-def test_write_report_files_and_json_round_trip(tmp_path):
+def test_report_files_and_json_round_trip(tmp_path):
+    """What the evaluate command writes: the table, ``to_dict`` as results.json, the bar chart."""
     report = summarize(hand_scores(), clusters=CLUSTERS)
-    paths = write_report(report, tmp_path / "eval", plot_tasks=["rte", "copa"])
-    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert paths["markdown"].read_text(encoding="utf-8") == render_markdown(report)
-    data = json.loads(paths["json"].read_text(encoding="utf-8"))
+    png = plot_bars(report, tmp_path / "eval" / "report.png", tasks=["rte", "copa"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert render_markdown(report).startswith("| cluster | task | metric | base | lora | Δ lora |\n")
+    results = write_json(tmp_path / "eval" / "results.json", to_dict(report))
+    data = json.loads(results.read_text(encoding="utf-8"))
     assert data["base"] == "base"
     assert data["clusters"]["lora"]["nli"] == {"mean": 70.0, "delta": 17.5}
     assert data["overall"]["lora"]["delta"] == pytest.approx(15.0)
@@ -103,7 +106,7 @@ def test_write_report_files_and_json_round_trip(tmp_path):
         t for t in data["tasks"] if (t["model"], t["task"], t["metric"]) == ("lora", "rte", "accuracy")
     )
     assert (rte["median"], rte["delta"], rte["cluster"]) == (80.0, 20.0, "nli")
-    again = read_json(paths["json"])
+    again = read_json(results)
     assert (
         again.tasks == report.tasks and again.clusters == report.clusters and again.overall == report.overall
     )
@@ -127,7 +130,7 @@ def test_user_errors(tmp_path):
         summarize([])
     report = summarize(scores)
     with pytest.raises(T2TError, match="cannot plot"):
-        write_report(report, tmp_path, plot_tasks=["boolq"])
+        plot_bars(report, tmp_path / "report.png", tasks=["boolq"])
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(T2TError, match="not a t2t evaluation report"):
         read_json(tmp_path / "other.json")
