@@ -16,8 +16,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from t2t.errors import T2TError, run_cli
+from t2t.tasks.promptsource import import_file
 from t2t.tasks.registry import TaskRegistry, task_dirs
 from t2t.tasks.task import Task, warn
+
+# ``datasets`` (and t2t.tasks.sources, which imports it) takes seconds to import: it is imported where rows
+# are loaded, so that ``import`` and ``--help`` do without it.
 
 
 def quiet_datasets() -> None:
@@ -58,7 +62,7 @@ def task_summary(task: Task) -> dict[str, Any]:
 
 def preview_rows(task: Task, split: str, n: int) -> tuple[list[dict[str, Any]], str]:
     """Rows to preview: the split's real rows, or the file's example rows when the data cannot load."""
-    from t2t.tasks.sources import load_rows
+    from t2t.tasks.sources import load_rows  # datasets: see the top
 
     if split == "example":
         return task.example_rows[:n], "example"
@@ -77,7 +81,7 @@ def check_tasks(registry: TaskRegistry, generated_rows: int = 3) -> tuple[int, i
 
     Returns (tasks, renders, problems); a task with no rows to render is a problem.
     """
-    from t2t.tasks.sources import load_rows
+    from t2t.tasks.sources import load_rows  # datasets: see the top
 
     problems: list[str] = []
     renders = 0
@@ -112,8 +116,7 @@ def check_tasks(registry: TaskRegistry, generated_rows: int = 3) -> tuple[int, i
 
 
 def import_promptsource(args: argparse.Namespace) -> int:
-    from t2t.tasks.promptsource import import_file
-
+    """``import``: convert promptsource templates.yaml files into task files."""
     if args.name and len(args.paths) > 1:
         raise T2TError("--name names one task: give one templates.yaml with it")
     examples = []
@@ -136,7 +139,80 @@ def import_promptsource(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def list_tasks(args: argparse.Namespace) -> int:
+    """``list``: one line (or JSON record) per task, by cluster."""
+    registry = TaskRegistry.load(args.task_dir)
+    tasks = registry.by_cluster(args.cluster) if args.cluster else list(registry)
+    tasks = sorted(tasks, key=lambda t: (t.cluster, t.name))
+    if args.json:
+        print(json.dumps([task_summary(t) for t in tasks], indent=2))
+        return 0
+    width = max((len(t.name) for t in tasks), default=4)
+    for t in tasks:
+        kind = "choices" if t.has_choices else "generation"
+        print(f"{t.name:<{width}}  {t.cluster:<14} {kind:<10} {len(t.templates)} templates  {t.source_id}")
+    return 0
+
+
+def show_task(args: argparse.Namespace) -> int:
+    """``show``: a task's metadata and templates."""
+    summary = task_summary(TaskRegistry.load(args.task_dir).get(args.task))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for key, value in summary.items():
+            print(f"{key:<19} {value}")
+    return 0
+
+
+def render_records(task: Task, rows: Sequence[dict[str, Any]], split: str, templates: Sequence[str], seed: int,
+                   options: bool) -> list[dict[str, Any]]:
+    """Every row rendered with every template; a template that declines a row gives ``skipped``."""
+    records = []
+    for i, row in enumerate(rows):
+        for name in templates:
+            ex = task.render(row, i, name, seed=seed, options=options)
+            records.append({"task": task.name, "template": name, "split": split, "index": i,
+                            "input": ex.input if ex else None, "target": ex.target if ex else None,
+                            "skipped": ex is None})
+    return records
+
+
+def render_task(args: argparse.Namespace) -> int:
+    """``render``: rows of a task through one or every template."""
+    task = TaskRegistry.load(args.task_dir).get(args.task)
+    templates = [args.template] if args.template else task.template_names
+    rows, used = preview_rows(task, args.split, args.n)
+    records = render_records(task, rows, used, templates, args.seed, options=not args.no_options)
+    if args.json:
+        print(json.dumps(records, indent=2, ensure_ascii=False))
+        return 0
+    for r in records:
+        print(f"--- {r['task']} / {r['template']} / {r['split']}[{r['index']}]")
+        print("(declined by the template)" if r["skipped"] else f"{r['input']}\n>>> {r['target']}")
+    return 0
+
+
+def check_files(args: argparse.Namespace) -> int:
+    """``check``: load the task files and render every template; 2 if any problem (all are printed)."""
+    load_errors: list[T2TError] = []
+    registry = TaskRegistry.load(args.task_dir, paths=args.paths or None, errors=load_errors)
+    n_tasks, renders, problems = check_tasks(registry)
+    problems = [str(e) for e in load_errors] + problems
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    where = args.paths or [str(d) for d in task_dirs(args.task_dir)]
+    print(f"ok: {n_tasks} tasks, {renders} renders checked in {', '.join(map(str, where))}")
+    return 0
+
+
+COMMANDS = {"list": list_tasks, "show": show_task, "render": render_task, "check": check_files,
+            "import": import_promptsource}
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m t2t.tasks", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="list tasks")
@@ -169,61 +245,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_import.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     for p in (p_list, p_show, p_render, p_check):
         add_task_dir_option(p)
-    args = parser.parse_args(argv)
-    if args.command == "import":
-        return import_promptsource(args)
-    quiet_datasets()
+    return parser
 
-    if args.command == "check":
-        load_errors: list[T2TError] = []
-        registry = TaskRegistry.load(args.task_dir, paths=args.paths or None, errors=load_errors)
-        n_tasks, renders, problems = check_tasks(registry)
-        problems = [str(e) for e in load_errors] + problems
-        for problem in problems:
-            print(f"error: {problem}", file=sys.stderr)
-        if problems:
-            return 2
-        where = args.paths or [str(d) for d in task_dirs(args.task_dir)]
-        print(f"ok: {n_tasks} tasks, {renders} renders checked in {', '.join(map(str, where))}")
-        return 0
 
-    registry = TaskRegistry.load(args.task_dir)
-    if args.command == "list":
-        tasks = registry.by_cluster(args.cluster) if args.cluster else list(registry)
-        tasks = sorted(tasks, key=lambda t: (t.cluster, t.name))
-        if args.json:
-            print(json.dumps([task_summary(t) for t in tasks], indent=2))
-        else:
-            width = max((len(t.name) for t in tasks), default=4)
-            for t in tasks:
-                kind = "choices" if t.has_choices else "generation"
-                print(f"{t.name:<{width}}  {t.cluster:<14} {kind:<10} {len(t.templates)} templates  {t.source_id}")
-        return 0
-    task = registry.get(args.task)
-    if args.command == "show":
-        summary = task_summary(task)
-        if args.json:
-            print(json.dumps(summary, indent=2))
-        else:
-            for key, value in summary.items():
-                print(f"{key:<19} {value}")
-        return 0
-    templates = [args.template] if args.template else task.template_names
-    rows, used = preview_rows(task, args.split, args.n)
-    records = []
-    for i, row in enumerate(rows):
-        for name in templates:
-            ex = task.render(row, i, name, seed=args.seed, options=not args.no_options)
-            records.append({"task": task.name, "template": name, "split": used, "index": i,
-                            "input": ex.input if ex else None, "target": ex.target if ex else None,
-                            "skipped": ex is None})
-    if args.json:
-        print(json.dumps(records, indent=2, ensure_ascii=False))
-    else:
-        for r in records:
-            print(f"--- {r['task']} / {r['template']} / {r['split']}[{r['index']}]")
-            print("(declined by the template)" if r["skipped"] else f"{r['input']}\n>>> {r['target']}")
-    return 0
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "import":  # the other commands may load rows
+        quiet_datasets()
+    return COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":
