@@ -22,6 +22,8 @@ from typing import Any
 import torch
 
 from t2t.data.config import DataConfig
+from t2t.data.packing import collate_packed, collate_padded, pack, token_budget_batches
+from t2t.data.tokens import tokenize_batch
 from t2t.errors import T2TError
 from t2t.tasks.task import Example
 
@@ -78,24 +80,18 @@ class Batcher:
         self.budget = budget if budget > 0 else (16384 if torch.cuda.is_available() else 1024)
 
     def tokenize(self, examples: Sequence[Example]) -> list[dict[str, list[int]]]:
-        from t2t.data.tokens import tokenize_batch
-
         out = tokenize_batch({"input": [e.input for e in examples], "target": [e.target for e in examples]},
                              self.tokenizer, self.data.max_input_len, self.data.max_target_len)
         return [{"input_ids": i, "labels": label} for i, label in zip(out["input_ids"], out["labels"], strict=True)]
 
     def collate(self, tokens: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         """All of ``tokens`` as one batch: packed rows (or padded examples)."""
-        from t2t.data.packing import collate_packed, collate_padded
-
         if not self.data.packing:
             return collate_padded(tokens, self.pad_id, self.decoder_start_id)
         return collate_packed(self.rows(tokens), self.pad_id, self.decoder_start_id)
 
     def rows(self, tokens: Sequence[dict[str, list[int]]]) -> list[list[dict[str, list[int]]]]:
         """Packed rows; an example longer than a row (either side) gets a row of its own."""
-        from t2t.data.packing import pack
-
         n_in, n_out = self.data.pack_input_len, self.data.pack_target_len
         fits = [i for i, t in enumerate(tokens) if len(t["input_ids"]) <= n_in and len(t["labels"]) <= n_out]
         long = sorted(set(range(len(tokens))) - set(fits))
@@ -109,8 +105,6 @@ class Batcher:
         not padded to the longest one (measured on CPU: +68% tokens/s and a third of the memory against
         one batch of 512-token rows, benchmarks/README.md). The loss is a sum, so grouping changes nothing.
         """
-        from t2t.data.packing import collate_packed, collate_padded, token_budget_batches
-
         if not self.data.packing:
             return [collate_padded([tokens[i] for i in group], self.pad_id, self.decoder_start_id)
                     for group in token_budget_batches(tokens, budget)]

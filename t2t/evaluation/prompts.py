@@ -47,7 +47,7 @@ class Exemplars:
     """
 
     def __init__(self, task: Task, seed: int, rows: Sequence[Mapping[str, Any]] | None = None) -> None:
-        from t2t.tasks.sources import load_rows
+        from t2t.tasks.sources import load_rows  # imports datasets (seconds): only when rows are read
 
         if rows is None:
             if "train" not in task.splits:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from t2t.errors import T2TError
+from t2t.evaluation import metrics
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,6 @@ def _template_scores(item: ExampleScores, counts: np.ndarray, position: Mapping[
     if item.values is not None:
         with np.errstate(invalid="ignore", divide="ignore"):
             return weights @ np.asarray(item.values, dtype=np.float64) / drawn
-    from t2t.evaluation import metrics
-
     out = np.full(len(counts), np.nan)
     for b, row_weights in enumerate(weights.astype(np.int64)):
         if drawn[b] == 0:

@@ -195,6 +195,8 @@ class _Resolver:
 
     def size(self, task: Task, where: str) -> int:
         if task.name not in self._sizes:
+            # Imported here: t2t.tasks.sources imports datasets (seconds), which importing the mixtures
+            # must not cost. Looked up at each call, so a test can replace sources.num_rows.
             from t2t.tasks.sources import num_rows
 
             if TRAIN_SPLIT not in task.splits:

@@ -252,7 +252,7 @@ class ExampleStream(IterableDataset):
     # -- rendering --------------------------------------------------------------------------------
     def _task_rows(self, t: int) -> list[dict[str, Any]]:
         if t not in self._rows:
-            from t2t.tasks.sources import load_rows
+            from t2t.tasks.sources import load_rows  # imports datasets (seconds): only when rows are read
 
             task = self.mixture.entries[t].task
             rows = load_rows(task, TRAIN_SPLIT).to_list()

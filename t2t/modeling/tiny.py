@@ -87,6 +87,7 @@ def _training_stream(texts: Sequence[str]) -> Iterable[str]:
 def train_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike[str], vocab_size: int = 4096,
                     extra_ids: int = 100, model_max_length: int = 1024) -> Any:
     """Train a SentencePiece unigram model on ``texts`` and save it as a Hugging Face tokenizer."""
+    # Imported here, like torch and transformers below: heavy, and a cached model needs none of them.
     import sentencepiece as spm
     from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import Unigram

@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,6 +47,7 @@ import yaml
 
 from t2t import yamlsafe
 from t2t.errors import T2TError
+from t2t.tasks.registry import TaskRegistry
 
 METRICS = {"accuracy": "accuracy", "bleu": "bleu", "rouge": "rouge_l", "squad": "f1"}
 _CHOICE_FILTER = re.compile(r"([A-Za-z_][\w.]*(?:\[[^\]|{}]*\])*)\s*\|\s*choice\b")
@@ -180,11 +183,6 @@ def import_file(path: str | Path, out_dir: str | Path, cluster: str, name: str |
     The file is written beside its destination, loaded as a task and every template rendered on the
     ``examples`` rows (so a broken import never lands in a task folder), then renamed into place.
     """
-    import shutil
-    import tempfile
-
-    from t2t.tasks.registry import TaskRegistry
-
     task_name, text = to_task_file(read_collection(path), cluster, name, examples)
     out = Path(out_dir) / f"{task_name}.jinja"
     if out.exists() and not overwrite:

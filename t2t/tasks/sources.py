@@ -13,6 +13,7 @@ from typing import Any
 import datasets
 
 from t2t.errors import T2TError
+from t2t.tasks.generators import get_generator
 from t2t.tasks.task import Task
 
 DEFAULT_SIZES = {"train": 2000, "validation": 200, "test": 200}
@@ -44,8 +45,6 @@ def _files_for(task: Task, source_split: str) -> tuple[str, list[str]]:
 
 
 def _generated(task: Task, source_split: str) -> datasets.Dataset:
-    from t2t.tasks.generators import get_generator
-
     src = task.source
     sizes = {**DEFAULT_SIZES, **(src.get("sizes") or {})}
     if source_split not in sizes:
