@@ -4,8 +4,9 @@ A command's config is a frozen dataclass whose fields are *sections*, each a fro
 values (``FinetuneConfig`` has ``model``, ``tuning``, ``data``, ``train``). Every field can be set three
 ways, later ones winning: its default, a YAML file (``--config F``, sectioned or flat keys), and a
 command-line flag (``--max-steps 100`` or ``--train.max-steps 100``). Flat names are unique across a
-command's sections. Unknown names are errors with the nearest known name; values are coerced to the
-field's type or refused; the root class's ``validate()`` then checks values together. The resolved config
+command's sections; list options are comma-separated and repeatable. Unknown names (keys, and flags
+through :func:`parse_args`) are errors with the nearest known name; values are coerced to the field's type
+or refused; the root class's ``validate()`` then checks values together. The resolved config
 is written next to every output (:func:`to_dict`) and is enough to reproduce it.
 
     >>> cfg = build(FinetuneConfig, {"max-steps": 5, "train": {"lr": 1e-3}}, origin="options")
@@ -76,6 +77,10 @@ def coerce(value: Any, kind: Any, where: str) -> Any:
             items = [v for v in str(value).split(",") if v.strip()] if isinstance(value, str) else list(value or [])
             if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in items):
                 raise ValueError(value)
+            if args and args[0] is int:  # tuple[int, ...]: whole numbers only
+                if any(isinstance(v, float) and not v.is_integer() for v in items):
+                    raise ValueError(value)
+                return tuple(int(v) if isinstance(v, float) else int(str(v).strip()) for v in items)
             return tuple(str(v).strip() for v in items)
         if kind is bool:
             if isinstance(value, bool):
@@ -99,6 +104,8 @@ def coerce(value: Any, kind: Any, where: str) -> Any:
         return out
     except (TypeError, ValueError, OverflowError):
         name = getattr(kind, "__name__", str(kind))
+        if origin is tuple and args and args[0] is int:
+            name = "whole numbers separated by commas"
         raise T2TError(f"option '{where}': expected {name}, got {reprlib.repr(value)}") from None
 
 
@@ -142,6 +149,12 @@ def build(root: type[C], values: dict[str, Any], origin: str = "config", command
     return config
 
 
+def override(config: C, values: dict[str, Any], origin: str = "options", command: str = "t2t.finetune") -> C:
+    """A copy of ``config`` with ``values`` (flat or sectioned keys) set on top, built and checked again."""
+    current = {f"{s}.{k}": v for s, part in to_dict(config).items() for k, v in part.items()}
+    return build(type(config), {**current, **values}, origin, command)
+
+
 def load_yaml(path: str) -> dict[str, Any]:
     p = Path(path)
     try:
@@ -162,12 +175,29 @@ def add_arguments(parser: argparse.ArgumentParser, root: type) -> None:
     parser.add_argument("--config", help="YAML file of options (by section, or flat keys)")
     for section, cls in sections(root).items():
         group = parser.add_argument_group(section)
+        hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else None
-            shown = ",".join(default) if isinstance(default, tuple) else default
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            shown = f.metadata.get("shown", shown)  # a default described in words ("the run's base model")
             meta = f.metadata.get("metavar", "V")
+            # a list option is repeatable as well as comma-separated: --tasks a,b --tasks c
+            action = "append" if typing.get_origin(hints[f.name]) is tuple else "store"
             group.add_argument(flag(f.name), f"--{section}.{f.name.replace('_', '-')}", dest=f.name, default=None,
-                               metavar=meta, help=f"{f.metadata.get('help', '')} (default: {shown})")
+                               action=action, metavar=meta, help=f"{f.metadata.get('help', '')} (default: {shown})")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str], command: str) -> argparse.Namespace:
+    """``parser.parse_args``, but an unknown flag is one T2TError with the nearest known flag."""
+    args, extra = parser.parse_known_args(list(argv))
+    if extra:
+        bad = next((a for a in extra if a.startswith("-")), extra[0])
+        flags = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+        near = difflib.get_close_matches(bad.partition("=")[0].replace("_", "-"), flags, n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        what = "option" if bad.startswith("-") else "argument"
+        raise T2TError(f"options: unknown {what} '{bad}'{hint}; see python -m {command} --help")
+    return args
 
 
 def from_args(root: type[C], args: argparse.Namespace, command: str) -> C:
@@ -175,7 +205,9 @@ def from_args(root: type[C], args: argparse.Namespace, command: str) -> C:
     values: dict[str, Any] = load_yaml(args.config) if getattr(args, "config", None) else {}
     known = index(root)
     merged = _flatten(root, values)
-    merged.update({k: v for k, v in vars(args).items() if k in known and v is not None})
+    # a repeated list option arrives as a list of comma-separated texts: one text, split by coerce
+    merged.update({k: ",".join(v) if isinstance(v, list) else v for k, v in vars(args).items()
+                   if k in known and v is not None})
     return build(root, merged, origin=f"--config {args.config}" if getattr(args, "config", None) else "options",
                  command=command)
 

@@ -1,14 +1,28 @@
-"""python -m t2t.experiment: adapters per seed, one evaluation, a summary over seeds."""
+"""python -m t2t.experiment: adapters per seed, one evaluation, a summary over seeds; its config composes
+the finetune and evaluate ones."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
+import yaml
 
-from t2t.errors import T2TError
-from t2t.experiment import main
+from t2t import config as configs
+from t2t.errors import T2TError, run_cli
+from t2t.evaluation.config import EvaluateConfig
+from t2t.experiment import (
+    EVALUATE_SETS,
+    FINETUNE_SETS,
+    ExperimentConfig,
+    build_experiment,
+    build_parser,
+    config_from_args,
+    main,
+)
+from t2t.training.config import FinetuneConfig, TrainConfig
 
 
 def test_two_seeds_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -30,8 +44,103 @@ def test_two_seeds_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert interval["low"] <= interval["delta"] <= interval["high"]
     assert interval == results["paired_bootstrap"]["models"]["multitask-s0"]["overall"]
     assert "| multitask |" in (out / "summary.md").read_text()
+    # The resolved configs beside the outputs: the experiment's, and the evaluation's with its adapters.
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["experiment"] == {"single_task": "sentiment_movie", "seeds": [0, 1], "output_dir": str(out),
+                                   "overwrite": False}
+    assert saved["finetune"]["train"]["max_steps"] == 2 and saved["finetune"]["train"]["save_steps"] == 0
+    assert build_experiment(saved) == config_from_args(build_parser().parse_args(args))  # reproduces
+    evaluated = yaml.safe_load((out / "eval" / "config.yaml").read_text())
+    assert evaluated["model"]["adapter"] == [f"multitask-s0={out}/seed-0/multitask/adapter",
+                                             f"single-sentiment_movie-s0={out}/seed-0/single-sentiment_movie/adapter",
+                                             f"multitask-s1={out}/seed-1/multitask/adapter",
+                                             f"single-sentiment_movie-s1={out}/seed-1/single-sentiment_movie/adapter"]
+    assert evaluated["tasks"]["limit"] == 2 and evaluated["tasks"]["mixture"] == "offline"
+    assert evaluated["scoring"]["bootstrap"] == 50 and results["config"]["resolved"] == evaluated
+    trained = json.loads((out / "seed-1" / "multitask" / "config.json").read_text())
+    assert trained["train"]["seed"] == 1 and trained["train"]["batch_size"] == 4
     # A second run does not replace the results without --overwrite, and says so before training.
     with pytest.raises(T2TError, match="--overwrite"):
         main(args)
-    with pytest.raises(T2TError, match="--seeds x: give whole numbers"):
+    with pytest.raises(T2TError, match="option '--seeds': expected whole numbers separated by commas"):
         main(["--seeds", "x", "--output-dir", str(tmp_path / "other")])
+    assert not (tmp_path / "other").exists()
+
+
+def _differences(a: object, b: object) -> dict[str, tuple]:
+    """Flat option name -> (a's value, b's value), for the fields where two command configs differ."""
+    flat = {}
+    for section, part in configs.to_dict(a).items():
+        for name, value in part.items():
+            other = configs.to_dict(b)[section][name]
+            if value != other:
+                flat[name] = (value, other)
+    return flat
+
+
+def test_config_composes_the_finetune_and_evaluate_defaults() -> None:
+    cfg = ExperimentConfig()
+    # the commands' own defaults, except what the experiment sets on purpose
+    assert _differences(cfg.finetune, FinetuneConfig()) == {"save_steps": (0, TrainConfig().save_steps)}
+    assert _differences(cfg.evaluate, EvaluateConfig()) == {"limit": (100, None)}
+    assert set(FINETUNE_SETS) == {"save_steps"} and set(EVALUATE_SETS) == {"limit"}
+    assert config_from_args(build_parser().parse_args([])) == cfg
+    run = cfg.finetune_run(3, "multitask")
+    assert _differences(run, FinetuneConfig()) == {
+        "save_steps": (0, 100), "seed": (3, 0), "output_dir": ("runs/experiment/seed-3/multitask", "runs/offline-demo")}
+
+
+def test_a_finetune_default_changed_is_the_experiments_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    defaults = list(TrainConfig.__init__.__defaults__)
+    defaults[names.index("max_steps")] = 123
+    monkeypatch.setattr(TrainConfig.__init__, "__defaults__", tuple(defaults))
+    assert FinetuneConfig().train.max_steps == 123
+    assert ExperimentConfig().finetune.train.max_steps == 123
+    assert "optimiser steps (default: 123)" in " ".join(build_parser().format_help().split())
+
+
+def test_yaml_sections_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text("seeds: 2,1,2\nmax_steps: 7\nfinetune:\n  lora_r: 4\n  train: {lr: 0.01}\n"
+                    "  model: {precision: fp32}\nevaluate:\n  num_shots: 1\n  scoring: {bootstrap: 10}\n")
+    cfg = config_from_args(build_parser().parse_args(["--config", str(path), "--max-steps", "9", "--model", "m",
+                                                      "--limit", "5", "--overwrite"]))
+    assert cfg.experiment.seeds == (2, 1) and cfg.experiment.overwrite is True
+    f, e = cfg.finetune, cfg.evaluate
+    assert f.train.max_steps == 9 and f.train.lr == 0.01 and f.tuning.lora_r == 4
+    assert f.model.model == "m" and f.model.precision == "fp32"  # --model kept the model: section's precision
+    assert f.train.save_steps == 0 and f.train.batch_size == TrainConfig().batch_size
+    assert e.scoring.num_shots == 1 and e.scoring.bootstrap == 10 and e.tasks.limit == 5
+    assert build_experiment(json.loads(json.dumps(configs.to_dict(cfg)))) == cfg  # the saved form round-trips
+    evaluation = cfg.evaluate_run({"multitask": "runs/x/adapter"})
+    assert evaluation.model.model == "m" and evaluation.model.adapter == ("multitask=runs/x/adapter",)
+    assert evaluation.tasks.mixture == "offline" and evaluation.output.output_dir == "runs/experiment/eval"
+    assert evaluation.output.overwrite is True and evaluation.scoring.num_shots == 1
+
+
+@pytest.mark.parametrize(("values", "expect"), [
+    ({"finetune": {"lora_rr": 4}}, "(finetune): unknown option 'lora_rr' (did you mean 'lora_r'?)"),
+    ({"evaluate": {"num_shot": 1}}, "(evaluate): unknown option 'num_shot' (did you mean 'num_shots'?)"),
+    ({"single_tsk": "x"}, "unknown option 'single_tsk' (did you mean 'single_task'?)"),
+    ({"experiment": {"seed": [1]}}, "unknown option 'experiment.seed' (did you mean 'seeds'?)"),
+    ({"finetune": {"train": {"seed": 3}}}, "finetune option 'seed' is set by the experiment for each run (--seeds)"),
+    ({"evaluate": {"tasks": ["a"]}}, "evaluate option 'tasks' is set by the experiment"),
+    ({"evaluate": {"batch_size": -1}}, "--batch-size must be at least 1"),
+    ({"finetune": {"lr": 0}}, "lr must be positive"),
+    ({"finetune": {"method": "full"}}, "the experiment compares LoRA adapters"),
+    ({"seeds": ""}, "--seeds: give at least one seed"),
+    ({"finetune": 3}, "'finetune' must be a mapping of options"),
+])
+def test_bad_experiment_options_name_the_option(values: dict, expect: str) -> None:
+    with pytest.raises(T2TError) as info:
+        build_experiment(values)
+    assert expect in str(info.value)
+
+
+def test_cli_unknown_flag_exits_2_with_a_suggestion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = run_cli(main, ["--max-step", "3", "--output-dir", str(tmp_path / "never"), "--single_task", "x"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert "unknown option '--single_task' (did you mean '--single-task'?)" in err
+    assert not (tmp_path / "never").exists()

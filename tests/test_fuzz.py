@@ -25,6 +25,9 @@ from hypothesis import strategies as st
 
 from t2t.config import load_yaml
 from t2t.errors import T2TError, TaskFileError
+from t2t.evaluation.config import EvaluateConfig
+from t2t.evaluation.config import build_config as build_evaluate_config
+from t2t.experiment import build_experiment
 from t2t.mixtures.resolve import resolve
 from t2t.mixtures.spec import STOP_POLICIES, STRATEGIES, VARIANTS, MixtureRegistry, MixtureSpec
 from t2t.tasks.cli import task_summary
@@ -495,6 +498,60 @@ def test_config_files_load_or_name_the_file(folder: Path, raw: bytes) -> None:
         assert "fuzz_config.yaml" in str(exc) or "option '" in str(exc) or "bad config:" in str(exc), str(exc)
 
 
+EVALUATE_SECTIONS = typing.get_type_hints(EvaluateConfig)
+EVALUATE_OPTIONS = sorted(n for cls in EVALUATE_SECTIONS.values() for n in typing.get_type_hints(cls))
+evaluate_keys = st.one_of(st.sampled_from(EVALUATE_OPTIONS), st.sampled_from(
+    [n.replace("_", "-") for n in EVALUATE_OPTIONS] + ["scoring.seed", "tasks.limit", "model.limit", "nope", ""]))
+evaluate_values = st.one_of(option_values, st.sampled_from(["validation", "test", "dev", "fp16", "auto", "a=b"]))
+evaluate_configs = st.one_of(
+    st.dictionaries(evaluate_keys, evaluate_values, max_size=5),
+    st.dictionaries(st.sampled_from(sorted(EVALUATE_SECTIONS)), st.dictionaries(
+        st.sampled_from(EVALUATE_OPTIONS + ["nope"]), evaluate_values, max_size=3), max_size=2),
+)
+
+
+def _option_names(values: dict[Any, Any]) -> list[str]:
+    """Every way an error may name a key of ``values``: as given, as a field, as a flag."""
+    keys = [str(k) for k in values] + [str(s) for v in values.values() if isinstance(v, dict) for s in v]
+    fields = [k.replace("-", "_").split(".")[-1].strip() for k in keys]
+    return keys + fields + ["--" + f.replace("_", "-") for f in fields if f]
+
+
+@FUZZ
+@given(values=evaluate_configs)
+@example(values={"batch_size": -1})
+@example(values={"split": "dev"})
+@example(values={"tasks": "a", "mixture": "m"})
+@example(values={"adapter": [["x"]]})
+def test_evaluate_configs_build_or_name_the_option(values: dict[Any, Any]) -> None:
+    try:
+        config = build_evaluate_config(values, origin="fuzz.yaml")
+    except Exception as exc:  # noqa: BLE001
+        assert_t2t_error_naming(exc, "fuzz.yaml", *_option_names(values))
+    else:
+        event("built")
+        assert build_evaluate_config(config.to_dict()) == config
+        json.dumps(config.to_dict())
+
+
+@FUZZ
+@given(values=st.one_of(
+    st.dictionaries(st.sampled_from(["seeds", "single_task", "max_steps", "limit", "model", "overwrite", "nope"]),
+                    option_values, max_size=4),
+    st.fixed_dictionaries({}, optional={"finetune": configs, "evaluate": evaluate_configs})))
+@example(values={"seeds": "1.5"})
+@example(values={"finetune": {"seed": 1}})
+def test_experiment_configs_build_or_name_the_option(values: dict[Any, Any]) -> None:
+    try:
+        build_experiment(values, origin="fuzz.yaml")
+    except Exception as exc:  # noqa: BLE001
+        nested = [v for part in ("finetune", "evaluate") if isinstance(values.get(part), dict) for v in [values[part]]]
+        names = _option_names(values) + [n for v in nested for n in _option_names(v)]
+        assert_t2t_error_naming(exc, "fuzz.yaml", *names)
+    else:
+        event("built")
+
+
 # -- regressions these properties found ---------------------------------------------------------------
 
 def load_error(folder: Path, text: str) -> TaskFileError:
@@ -608,3 +665,24 @@ def test_cli_bad_finetune_options_exit_2_one_line(tmp_path: Path, args: list[str
     out = run_module("t2t.finetune", *[a.format(path=path) for a in args])
     assert out.returncode == 2 and "Traceback" not in out.stderr and out.stderr.count("\n") == 1
     assert expect in out.stderr
+
+
+@pytest.mark.parametrize(("module", "args", "expect"), [
+    ("t2t.evaluate", ["--config", "{path}"], "fuzz_cli.yaml: not valid YAML"),
+    ("t2t.evaluate", ["--batchsize", "4"], "unknown option '--batchsize' (did you mean '--batch-size'?)"),
+    ("t2t.evaluate", ["--batch-size", "-1"], "--batch-size must be at least 1"),
+    ("t2t.evaluate", ["--max-new-tokens", "inf"], "option 'max_new_tokens': expected int"),
+    ("t2t.evaluate", ["--split", "dev"], "--split dev: use validation, test or train"),
+    ("t2t.experiment", ["--config", "{path}"], "fuzz_cli.yaml: not valid YAML"),
+    ("t2t.experiment", ["--seeds", "1.5"], "option '--seeds': expected whole numbers separated by commas"),
+    ("t2t.experiment", ["--lr", "nan"], "option 'lr': expected float"),
+    ("t2t.experiment", ["--limit", "0"], "--limit must be at least 1"),
+])
+def test_cli_bad_evaluate_and_experiment_options_exit_2_one_line(tmp_path: Path, module: str, args: list[str],
+                                                                  expect: str) -> None:
+    path = tmp_path / "fuzz_cli.yaml"
+    path.write_text("limit: [\n")
+    out = run_module(module, *[a.format(path=path) for a in args], "--output-dir", str(tmp_path / "never"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    assert expect in out.stderr
+    assert not (tmp_path / "never").exists()

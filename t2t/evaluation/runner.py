@@ -4,8 +4,8 @@
 non-inverted templates (rank classification where the task has answer choices, generation otherwise),
 and returns an :class:`EvalResult`: the report (median over templates, cluster means), per-example
 scores for the paired bootstrap, the settings and the library versions. :func:`write_outputs` writes
-``report.md``, ``results.json`` and ``report.png``, each renamed into place. The command line, task
-selection and output folder rules: :mod:`t2t.evaluate`.
+``report.md``, ``results.json``, ``report.png`` and the resolved ``config.yaml``, each renamed into place.
+The command line, task selection and output folder rules: :mod:`t2t.evaluate`.
 """
 
 from __future__ import annotations
@@ -18,15 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from t2t import config as configs
+from t2t.atomic import write_text
 from t2t.errors import T2TError
+from t2t.evaluation.config import EvaluateConfig
 from t2t.evaluation.prompts import Exemplars, Prompt, build_prompts, pick_split
 from t2t.evaluation.report import Report, Score, plot_bars, render_markdown, summarize, to_dict
 from t2t.evaluation.significance import ExampleScores, paired_bootstrap
+from t2t.modeling.config import DEFAULT_MODEL
 from t2t.tasks.task import Task, warn
 
 GEN_MARGIN = 8  # extra new tokens beyond the longest reference
 GEN_FALLBACK = 32
-OUTPUT_FILES = ("report.md", "results.json", "report.png")
+OUTPUT_FILES = ("report.md", "results.json", "report.png", "config.yaml")
 
 
 # --- scoring one model ----------------------------------------------------------------------------
@@ -127,6 +131,7 @@ class EvalResult:
     samples: list[dict] | None = None
     notes: list[str] = field(default_factory=list)
     bootstrap: dict | None = None  # t2t.evaluation.significance.paired_bootstrap's result (2+ models)
+    config: EvaluateConfig | None = None  # the resolved config, saved as config.yaml beside the report
 
     def to_dict(self) -> dict[str, Any]:
         from t2t.versions import library_versions
@@ -167,57 +172,90 @@ def _device(device: str | None) -> str:
     return device
 
 
-def evaluate(model_name: str, adapters: Mapping[str, str | Path], tasks: Sequence[Task], *,
-             split: str = "validation", num_shots: int = 0, limit: int | None = None, batch_size: int = 32,
-             max_input_len: int | None = 1024, max_new_tokens: int | None = None, num_beams: int = 1,
-             seed: int = 0, device: str | None = None, precision: str = "fp32", log_samples: bool = False,
-             task_dirs: Sequence[str] = (), base_label: str | None = None, progress: bool = False,
-             bootstrap: int = 1000) -> EvalResult:
-    """Score the base ``model_name`` and each adapter (label -> folder) on ``tasks``, same prompts for all.
+def evaluate(config: EvaluateConfig, tasks: Sequence[Task], adapters: Mapping[str, str | Path] | None = None,
+             *, base_label: str | None = None) -> EvalResult:
+    """Score the base model of ``config`` and each adapter (label -> folder) on ``tasks``, same prompts for all.
 
-    The base is scored first on the plain model; then each adapter is loaded onto that same model
-    (peft ``load_adapter``/``set_adapter``), so the base weights are read once. With adapters,
-    ``bootstrap`` resamples (0: none) of the evaluated rows give each delta an interval
-    (:mod:`t2t.evaluation.significance`).
+    ``adapters`` defaults to the config's ``--adapter [LABEL=]DIR`` folders. The base is scored first on
+    the plain model; then each adapter is loaded onto that same model (peft ``load_adapter``/
+    ``set_adapter``), so the base weights are read once. With adapters, ``--bootstrap`` resamples of the
+    evaluated rows give each delta an interval (:mod:`t2t.evaluation.significance`).
     """
-    import torch
-    from tqdm.auto import tqdm
+    config.validate()  # a config built by t2t.config is checked already; one made by hand is checked here
+    if adapters is None:
+        from t2t.evaluation.adapter_runs import read_adapter
 
-    from t2t.modeling.loading import load_model, load_tokenizer, resolve_model
-    from t2t.tasks.fewshot import FEW_SHOT_SEP, FEW_SHOT_XY
-    from t2t.tasks.sources import load_rows
-
-    for name, value, least in (("--num-shots", num_shots, 0), ("--batch-size", batch_size, 1),
-                               ("--bootstrap", bootstrap, 0),
-                               ("--num-beams", num_beams, 1), ("--limit", limit, 1),
-                               ("--max-new-tokens", max_new_tokens, 1),
-                               ("--max-input-len", max_input_len, 2)):
-        if value is not None and value < least:
-            raise T2TError(f"{name} must be at least {least}, got {value}")
+        adapters = {run.label: run.path for run in map(read_adapter, config.model.adapter)}
     if not tasks:
         raise T2TError("no task to evaluate; pick some with --tasks, --clusters or --mixture")
-    if precision not in ("fp32", "bf16"):
-        raise T2TError(f"--precision {precision}: use fp32 or bf16 (fp16 breaks T5)")
-    base_label = base_label or model_name
-    labels = [base_label, *adapters]
+    model_name = config.model.model or DEFAULT_MODEL
+    labels = [base_label or model_name, *adapters]
     if len(set(labels)) != len(labels):
         raise T2TError(f"model labels must differ, got {labels}; name adapters with --adapter LABEL=DIR")
-    device = _device(device)
-    path = resolve_model(model_name, task_dirs)
-    tokenizer = load_tokenizer(path)
-    fits = (lambda text: len(tokenizer(text)["input_ids"]) <= max_input_len) if max_input_len else None
+    base = load_base(config, model_name)
+    plans = plan_tasks(config, tasks, base.tokenizer)
+    scored = score_models(config, base, plans, labels, {label: str(adapters[label]) for label in labels[1:]})
+    return assemble(config, base, plans, labels, scored)
 
+
+@dataclass
+class Base:
+    """The base model, read once for every adapter: its name, resolved path, device and tokenizer."""
+
+    name: str
+    path: str
+    device: str
+    batch_size: int
+    precision: str
+    tokenizer: Any
+
+    def load_model(self) -> Any:
+        import torch
+
+        from t2t.modeling.loading import load_model
+
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        return load_model(self.path, dtype=dtype).to(self.device)
+
+
+@dataclass
+class Scored:
+    """Every model's per-template scores, the per-example scores behind them, and the samples."""
+
+    models: dict[str, str]  # label -> model or adapter path; the first is the base
+    scores: list[Score] = field(default_factory=list)
+    examples: list[ExampleScores] = field(default_factory=list)
+    samples: list[dict] | None = None
+
+
+def load_base(config: EvaluateConfig, model_name: str) -> Base:
+    """Where ``model_name`` is (t2t-tiny is built on first use), its tokenizer, the device and batch size;
+    the weights are read by :meth:`Base.load_model` once the tasks are planned."""
+    from t2t.modeling.loading import load_tokenizer, resolve_model
+
+    device = _device(config.model.device)
+    batch_size = config.scoring.batch_size or (32 if device.startswith("cuda") else 8)
+    path = str(resolve_model(model_name, config.tasks.task_dir))
+    return Base(model_name, path, device, batch_size, config.model.precision, load_tokenizer(path))
+
+
+def plan_tasks(config: EvaluateConfig, tasks: Sequence[Task], tokenizer: Any) -> list[TaskPlan]:
+    """Each task's prompts (one list per scored template), the same for every model."""
+    from t2t.tasks.sources import load_rows
+
+    t, s = config.tasks, config.scoring
+    fits = (lambda text: len(tokenizer(text)["input_ids"]) <= s.max_input_len) if s.max_input_len else None
     plans = []
     for task in tasks:
-        task_split = pick_split(task, split)
+        task_split = pick_split(task, t.split)
         rows = load_rows(task, task_split)
-        rows = rows.select(range(min(limit, len(rows)))) if limit else rows
+        rows = rows.select(range(min(t.limit, len(rows)))) if t.limit else rows
         rows = rows.to_list()
-        exemplars = Exemplars(task, seed) if num_shots else None
+        exemplars = Exemplars(task, s.seed) if s.num_shots else None
         prompts, skipped = {}, {}
         for template in task.scored_templates():
             prompts[template], skipped[template] = build_prompts(
-                task, rows, task_split, template, num_shots=num_shots, seed=seed, exemplars=exemplars,
+                task, rows, task_split, template, num_shots=s.num_shots, seed=s.seed, exemplars=exemplars,
                 fits=fits)
         if not any(prompts.values()):
             warn(f"task '{task.name}': no example rendered from split '{task_split}'; it is left out")
@@ -226,40 +264,56 @@ def evaluate(model_name: str, adapters: Mapping[str, str | Path], tasks: Sequenc
         if plan.kind == "generation":
             longest = max((len(tokenizer(r, add_special_tokens=False)["input_ids"])
                            for ps in prompts.values() for p in ps for r in p.example.references), default=0)
-            plan.max_new_tokens = max_new_tokens or (longest + GEN_MARGIN if longest else GEN_FALLBACK)
+            plan.max_new_tokens = s.max_new_tokens or (longest + GEN_MARGIN if longest else GEN_FALLBACK)
         plans.append(plan)
     if not plans:
         raise T2TError("none of the selected tasks has an example to score")
+    return plans
 
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    model = load_model(path, dtype=dtype).to(device)
-    opts = {"batch_size": batch_size, "max_input_len": max_input_len, "device": device,
-            "num_beams": num_beams}
-    samples: list[dict] | None = [] if log_samples else None
-    scores: list[Score] = []
-    examples: list[ExampleScores] = []
-    models = {base_label: str(model_name)}
+
+def score_models(config: EvaluateConfig, base: Base, plans: Sequence[TaskPlan], labels: Sequence[str],
+                 adapters: Mapping[str, str]) -> Scored:
+    """The base, then each adapter loaded onto it in turn, on every plan; each model from the same seed."""
+    import torch
+    from tqdm.auto import tqdm
+
+    s = config.scoring
+    opts = {"batch_size": base.batch_size, "max_input_len": s.max_input_len, "device": base.device,
+            "num_beams": s.num_beams}
+    scored = Scored({labels[0]: base.name}, samples=[] if s.log_samples else None)
+    model = base.load_model()
     for k, label in enumerate(labels):
         if k > 0:
-            model = _switch_adapter(model, str(adapters[label]), f"adapter{k}", k == 1)
-            models[label] = str(adapters[label])
-        torch.manual_seed(seed)
-        bar = tqdm(plans, desc=f"{label}", unit="task", disable=not progress, file=sys.stderr, leave=False)
+            model = _switch_adapter(model, adapters[label], f"adapter{k}", k == 1)
+            scored.models[label] = adapters[label]
+        torch.manual_seed(s.seed)
+        bar = tqdm(plans, desc=f"{label}", unit="task", disable=not config.output.progress, file=sys.stderr,
+                   leave=False)
         for plan in bar:
             bar.set_postfix_str(plan.task.name)
-            scores += _score_plan(model, tokenizer, plan, label, opts, samples, examples)
+            scored.scores += _score_plan(model, base.tokenizer, plan, label, opts, scored.samples, scored.examples)
+    return scored
+
+
+def assemble(config: EvaluateConfig, base: Base, plans: Sequence[TaskPlan], labels: Sequence[str],
+             scored: Scored) -> EvalResult:
+    """The report (median over templates, cluster means), bootstrap intervals, settings and the config."""
+    from t2t.tasks.fewshot import FEW_SHOT_SEP, FEW_SHOT_XY
+
+    t, s = config.tasks, config.scoring
     primary = {p.task.name: p.metrics[0] for p in plans}
-    report = summarize(scores, clusters={p.task.name: p.task.cluster for p in plans}, models=labels,
+    report = summarize(scored.scores, clusters={p.task.name: p.task.cluster for p in plans}, models=list(labels),
                        primary=primary)
-    intervals = (paired_bootstrap(examples, labels, primary, resamples=bootstrap, seed=seed)
-                 if bootstrap and len(labels) > 1 else None)
-    settings = {"model": model_name, "model_path": str(path), "split": split, "num_shots": num_shots,
-                "limit": limit, "batch_size": batch_size, "max_input_len": max_input_len,
-                "max_new_tokens": max_new_tokens, "num_beams": num_beams, "seed": seed, "device": device,
-                "precision": precision, "few_shot_format": {"xy": FEW_SHOT_XY, "separator": FEW_SHOT_SEP},
-                "bootstrap": bootstrap}
-    return EvalResult(report, models, {p.task.name: p.info() for p in plans}, settings, samples,
-                      bootstrap=intervals)
+    intervals = (paired_bootstrap(scored.examples, list(labels), primary, resamples=s.bootstrap, seed=s.seed)
+                 if s.bootstrap and len(labels) > 1 else None)
+    settings = {"model": base.name, "model_path": base.path, "split": t.split, "num_shots": s.num_shots,
+                "limit": t.limit, "batch_size": base.batch_size, "max_input_len": s.max_input_len,
+                "max_new_tokens": s.max_new_tokens, "num_beams": s.num_beams, "seed": s.seed,
+                "device": base.device, "precision": config.model.precision,
+                "few_shot_format": {"xy": FEW_SHOT_XY, "separator": FEW_SHOT_SEP}, "bootstrap": s.bootstrap,
+                "resolved": configs.to_dict(config)}
+    return EvalResult(report, scored.models, {p.task.name: p.info() for p in plans}, settings, scored.samples,
+                      bootstrap=intervals, config=config)
 
 
 def _switch_adapter(model, adapter_dir: str, name: str, first: bool):
@@ -281,19 +335,24 @@ def _switch_adapter(model, adapter_dir: str, name: str, first: bool):
 
 
 def write_outputs(result: EvalResult, out: Path) -> dict[str, Path]:
-    """``report.md``, ``results.json`` and ``report.png`` in ``out``."""
+    """``report.md``, ``results.json``, ``report.png`` and (with a config) ``config.yaml`` in ``out``.
+
+    Each file is renamed into place: an interrupted run never leaves a truncated report in place of an
+    earlier one (with --overwrite). Everything is rendered before the first file is replaced.
+    """
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise T2TError(f"--output-dir {out}: cannot create it ({exc.strerror or exc})") from None
     paths = {"markdown": out / "report.md", "json": out / "results.json", "png": out / "report.png"}
-    # Each file is written under a hidden name and renamed into place: an interrupted run never leaves
-    # a truncated report in place of an earlier one (with --overwrite).
-    staged = {key: path.with_name(f".{path.stem}.tmp{path.suffix}") for key, path in paths.items()}
-    staged["markdown"].write_text(result.markdown(), encoding="utf-8")
-    staged["json"].write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    plot_bars(result.report, staged["png"])
-    for key, path in paths.items():
-        os.replace(staged[key], path)
+    markdown = result.markdown()
+    data = json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    staged_png = out / ".report.tmp.png"  # matplotlib writes to a path: staged and renamed by hand
+    plot_bars(result.report, staged_png)
+    os.replace(staged_png, paths["png"])
+    write_text(paths["json"], data)
+    write_text(paths["markdown"], markdown)
+    if result.config is not None:
+        paths["config"] = out / "config.yaml"
+        configs.save(result.config, paths["config"])
     return paths
-

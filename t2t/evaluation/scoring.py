@@ -129,7 +129,7 @@ def _batches_by_length(lengths: Sequence[int], batch_size: int) -> Iterator[list
     """Indices grouped into batches of similar length, longest first (an OOM shows up at once)."""
     if batch_size < 1:
         raise T2TError(
-            f"batch_size must be at least 1, got {batch_size}; set --batch_size to a positive number."
+            f"batch_size must be at least 1, got {batch_size}; set --batch-size to a positive number."
         )
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     for start in range(0, len(order), batch_size):
@@ -319,7 +319,7 @@ def generate_ids(
     because transformers' GenerationConfig otherwise stops at ``max_length=20``.
     """
     if max_new_tokens < 1:
-        raise T2TError(f"max_new_tokens must be at least 1, got {max_new_tokens}; set --max_new_tokens.")
+        raise T2TError(f"max_new_tokens must be at least 1, got {max_new_tokens}; set --max-new-tokens.")
     _check_model(model)
     device = _device_of(model, device)
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id

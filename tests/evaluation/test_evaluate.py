@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from t2t.errors import T2TError, run_cli
-from t2t.evaluate import main
+from t2t.evaluate import build_parser, main
 from t2t.evaluation.adapter_runs import check_not_trained, read_adapter
+from t2t.evaluation.config import EvaluateConfig, build_config, config_from_args, parse_bool_flags
 from t2t.evaluation.prompts import Exemplars, build_prompts
 from t2t.evaluation.runner import evaluate
 from t2t.tasks.registry import TaskRegistry
@@ -164,13 +165,17 @@ def _samples(result, model):
     return {(s["task"], s["template"], s["index"]): s for s in result.samples if s["model"] == model}
 
 
+def _config(env, **values) -> EvaluateConfig:
+    return build_config({"model": env["model"], "device": "cpu", "progress": False, **values})
+
+
 def test_batch_size_does_not_change_scores(env):
     reg = env["registry"]
-    kwargs = {"limit": 8, "log_samples": True, "device": "cpu"}
-    one = evaluate(env["model"], {"lora": env["lora"]}, [reg.get("yesno"), reg.get("echo")], batch_size=1,
-                   **kwargs)
-    many = evaluate(env["model"], {"lora": env["lora"]}, [reg.get("yesno"), reg.get("echo")], batch_size=32,
-                    **kwargs)
+    kwargs = {"limit": 8, "log_samples": True}
+    tasks = [reg.get("yesno"), reg.get("echo")]
+    one = evaluate(_config(env, batch_size=1, **kwargs), tasks, {"lora": env["lora"]})
+    many = evaluate(_config(env, batch_size=32, **kwargs), tasks, {"lora": env["lora"]})
+    assert one.settings["batch_size"] == 1 and many.settings["batch_size"] == 32
     assert len(one.samples) == len(many.samples) == 2 * (8 * 2 + 5 * 2)
     for model in ("lora", env["model"]):
         a, b = _samples(one, model), _samples(many, model)
@@ -189,8 +194,7 @@ def test_adapters_side_by_side_with_deltas(env):
     tasks = [reg.get("yesno"), reg.get("color"), reg.get("echo")]
     # LoRA first, then the zero adapter: the zero one must score exactly as the base, which shows that
     # the base is scored unadapted and that switching adapters replaces the previous one.
-    result = evaluate(env["model"], {"lora": env["lora"], "zero": env["zero"]}, tasks, limit=6,
-                      log_samples=True, device="cpu")
+    result = evaluate(_config(env, limit=6, log_samples=True), tasks, {"lora": env["lora"], "zero": env["zero"]})
     report = result.report
     base = env["model"]
     assert report.models == [base, "lora", "zero"]
@@ -301,8 +305,9 @@ def test_cli_defaults_from_the_run_and_outputs(env, capsys):
     rc, out, err = _cli(["--adapter", adapter, "--limit", 3, "--log-samples", "--no-progress"], capsys)
     assert rc == 0, err
     out_dir = env["run"] / "eval"
-    for name in ("report.md", "results.json", "report.png"):
+    for name in ("report.md", "results.json", "report.png", "config.yaml"):
         assert (out_dir / name).stat().st_size > 0
+    assert not [p.name for p in out_dir.iterdir() if p.name.startswith(".")]  # no staged file left behind
     assert (out_dir / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((out_dir / "results.json").read_text())
     assert data["models"] == [env["model"], "run"]
@@ -311,6 +316,23 @@ def test_cli_defaults_from_the_run_and_outputs(env, capsys):
     assert {"torch", "transformers", "peft"} <= set(data["versions"])
     assert len(data["samples"]) == 2 * 2 * 3  # models x templates x examples
     assert "| qa_t | color | acc |" in out and "Δ run" in out
+    # config.yaml beside the report: the options with what came from the run filled in, also in results.json.
+    import yaml
+
+    saved = yaml.safe_load((out_dir / "config.yaml").read_text())
+    assert saved == data["config"]["resolved"]
+    assert saved["model"] == {"model": env["model"], "adapter": [str(adapter)], "precision": "fp32",
+                              "device": "auto"}
+    assert saved["tasks"]["task_dir"] == [str(env["tasks"])] and saved["tasks"]["limit"] == 3
+    assert saved["scoring"]["log_samples"] is True and saved["output"]["progress"] is False
+    assert saved["output"]["output_dir"] == str(out_dir)
+    # ... and --config it evaluates the same again.
+    again = env["root"] / "eval-again"
+    rc, out_again, err = _cli(["--config", out_dir / "config.yaml", "--output-dir", again], capsys)
+    assert rc == 0, err
+    redo = json.loads((again / "results.json").read_text())
+    assert redo["overall"] == data["overall"] and redo["samples"] == data["samples"]
+    assert (again / "report.md").read_text() == (out_dir / "report.md").read_text()
     # Earlier results are never replaced silently.
     rc, _, err = _cli(["--adapter", adapter, "--limit", 3, "--no-progress"], capsys)
     assert rc == 2 and "--overwrite" in err and err.count("\n") == 1
@@ -344,3 +366,55 @@ def test_no_arguments_evaluate_the_demo_run(env, capsys, monkeypatch):
     assert f"no options: evaluating --model t2t-tiny --adapter {demo / 'adapter'}" in err
     data = json.loads((demo / "eval" / "results.json").read_text())
     assert data["models"] == [env["model"], "demo"] and set(data["cluster_of"]) == {"color"}
+
+
+def _parse(argv: list[str]) -> EvaluateConfig:
+    return config_from_args(build_parser().parse_args(parse_bool_flags(argv)))
+
+
+def test_options_defaults_then_yaml_then_flags(tmp_path):
+    assert _parse([]) == EvaluateConfig()
+    assert EvaluateConfig().scoring.bootstrap == 1000 and EvaluateConfig().tasks.split == "validation"
+    path = tmp_path / "eval.yaml"
+    path.write_text("limit: 5\nnum_shots: 2\ntasks: a,b\nscoring: {seed: 3, batch_size: 4}\n"
+                    "model: {adapter: [x=runs/x/adapter]}\nprogress: false\n")
+    from_yaml = _parse(["--config", str(path)])
+    assert from_yaml.tasks.limit == 5 and from_yaml.scoring.num_shots == 2 and from_yaml.scoring.seed == 3
+    assert from_yaml.tasks.tasks == ("a", "b") and from_yaml.model.adapter == ("x=runs/x/adapter",)
+    assert from_yaml.output.progress is False and from_yaml.scoring.max_input_len == 1024  # default kept
+    cfg = _parse(["--config", str(path), "--limit", "7", "--tasks", "c", "--tasks", "d,e", "--scoring.seed", "9",
+                  "--adapter", "y=runs/y/adapter", "--adapter", "runs/z/adapter", "--log-samples", "--overwrite",
+                  "--progress", "--num-shots", "0", "--allow-train-tasks", "false"])
+    assert cfg.tasks.limit == 7 and cfg.tasks.tasks == ("c", "d", "e") and cfg.scoring.seed == 9
+    assert cfg.model.adapter == ("y=runs/y/adapter", "runs/z/adapter")
+    assert cfg.scoring.log_samples is True and cfg.output.overwrite is True and cfg.output.progress is True
+    assert cfg.scoring.num_shots == 0 and cfg.tasks.allow_train_tasks is False
+    assert cfg.scoring.batch_size == 4  # from the YAML, no flag
+    assert _parse(["--no-progress"]).output.progress is False
+    assert build_config(cfg.to_dict()) == cfg  # the saved config gives the same config back
+    assert build_config({"batch_size": 0}).scoring.batch_size == 0  # 0 = by device, like the default
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batchsize", "3"], "unknown option '--batchsize' (did you mean '--batch-size'?)"),
+    (["--max_new_tokens", "3"], "(did you mean '--max-new-tokens'?)"),
+    (["--config", "{yaml}"], "unknown option 'max_new_token' (did you mean 'max_new_tokens'?)"),
+    (["--batch-size", "-1"], "--batch-size must be at least 1, got -1"),
+    (["--limit", "0"], "--limit must be at least 1, got 0"),
+    (["--num-shots", "-2"], "--num-shots must be at least 0, got -2"),
+    (["--bootstrap", "-1"], "--bootstrap must be at least 0"),
+    (["--num-beams", "0"], "--num-beams must be at least 1"),
+    (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
+    (["--max-input-len", "1"], "--max-input-len must be at least 2"),
+    (["--split", "dev"], "--split dev: use validation, test or train"),
+    (["--precision", "fp16"], "--precision fp16: use fp32 or bf16"),
+    (["--limit", "many"], "option 'limit': expected int, got 'many'"),
+    (["--log-samples", "maybe"], "option 'log_samples': expected bool"),
+])
+def test_bad_option_values_exit_2_with_one_line_naming_the_flag(tmp_path, capsys, args, message):
+    (tmp_path / "bad.yaml").write_text("max_new_token: 3\n")
+    args = [a.format(yaml=tmp_path / "bad.yaml") for a in args]
+    rc, out, err = _cli([*args, "--tasks", "yesno", "--output-dir", tmp_path / "never"], capsys)
+    assert rc == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "never").exists()

@@ -1,0 +1,140 @@
+"""The config of ``python -m t2t.evaluate``: model, tasks, scoring and output sections.
+
+Built by :mod:`t2t.config` (defaults < ``--config`` YAML < flags), checked as a whole in
+:meth:`EvaluateConfig.validate` before any model is loaded, and saved as ``config.yaml`` beside the
+report. ``None`` marks a default that is resolved per run: the base model (the adapter run's), the batch
+size (by device), the generation budget (by task), the output folder (by adapter).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from t2t import config as configs
+from t2t.errors import T2TError
+from t2t.modeling.config import DEFAULT_MODEL
+from t2t.tasks.task import SPLITS
+
+COMMAND = "t2t.evaluate"
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class EvalModelConfig:
+    model: str | None = field(default=None, metadata={
+        "help": f"base model: hub name, folder or {DEFAULT_MODEL}", "metavar": "MODEL",
+        "shown": f"the adapter run's base model, else {DEFAULT_MODEL}"})
+    adapter: tuple[str, ...] = field(default=(), metadata={
+        "help": "peft adapter folder (repeatable); LABEL defaults to the (run) folder name",
+        "metavar": "[LABEL=]DIR", "shown": "none"})
+    precision: str = field(default="fp32", metadata={"help": "fp32 or bf16 (never fp16 for T5)",
+                                                      "metavar": "{fp32,bf16}"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:N",
+                                                   "metavar": "DEVICE"})
+
+
+@dataclass(frozen=True)
+class EvalTasksConfig:
+    tasks: tuple[str, ...] = field(default=(), metadata={
+        "help": "tasks to evaluate (comma-separated, repeatable)", "metavar": "A,B", "shown": "none"})
+    clusters: tuple[str, ...] = field(default=(), metadata={
+        "help": "evaluate every task of these clusters", "metavar": "C", "shown": "none"})
+    mixture: str | None = field(default=None, metadata={
+        "help": "evaluate the held-out tasks of this mixture", "metavar": "MIXTURE",
+        "shown": "the adapter run's held-out tasks"})
+    heldout: tuple[str, ...] = field(default=(), metadata={
+        "help": "extra held-out clusters or tasks of the mixture", "metavar": "C", "shown": "none"})
+    allow_train_tasks: bool = field(default=False, metadata={
+        "help": "report tasks an adapter was trained on (flagged: not held-out)", "metavar": "[BOOL]"})
+    split: str = field(default="validation", metadata={
+        "help": "split to score (a task without it: validation, else test, then train)", "metavar": "SPLIT"})
+    limit: int | None = field(default=None, metadata={
+        "help": "score the first N rows of each task", "metavar": "N", "shown": "every row"})
+    task_dir: tuple[str, ...] = field(default=(), metadata={
+        "help": "extra task folder (repeatable)", "metavar": "DIR", "shown": "the adapter run's"})
+    mixture_dir: tuple[str, ...] = field(default=(), metadata={
+        "help": "extra mixture folder (repeatable)", "metavar": "DIR", "shown": "none"})
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    num_shots: int = field(default=0, metadata={"help": "exemplars from the train split per prompt",
+                                                 "metavar": "K"})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "inputs per forward pass", "metavar": "N",
+        "shown": "8 on CPU, where it measured fastest, 32 on a GPU"})
+    max_input_len: int = field(default=1024, metadata={"help": "input tokens kept (EOS kept)", "metavar": "N"})
+    max_new_tokens: int | None = field(default=None, metadata={
+        "help": "generation budget", "metavar": "N", "shown": "longest reference + 8, per task"})
+    num_beams: int = field(default=1, metadata={"help": "beam search width (1: greedy)", "metavar": "N"})
+    seed: int = field(default=0, metadata={"help": "seed of the k-shot exemplar draws and the bootstrap",
+                                            "metavar": "SEED"})
+    bootstrap: int = field(default=1000, metadata={
+        "help": "paired bootstrap resamples of the evaluated rows for each adapter's delta interval (0: none)",
+        "metavar": "N"})
+    log_samples: bool = field(default=False, metadata={
+        "help": "keep every prompt and prediction in results.json", "metavar": "[BOOL]"})
+
+
+@dataclass(frozen=True)
+class EvalOutputConfig:
+    output_dir: str | None = field(default=None, metadata={
+        "help": "where report.md, results.json, report.png and config.yaml go", "metavar": "DIR",
+        "shown": "<run>/eval, <adapter>/eval or runs/eval"})
+    overwrite: bool = field(default=False, metadata={"help": "replace results already in --output-dir",
+                                                      "metavar": "[BOOL]"})
+    progress: bool = field(default=True, metadata={"help": "progress bars (--no-progress: none)",
+                                                    "metavar": "[BOOL]"})
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    model: EvalModelConfig = field(default_factory=EvalModelConfig)
+    tasks: EvalTasksConfig = field(default_factory=EvalTasksConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    output: EvalOutputConfig = field(default_factory=EvalOutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return configs.to_dict(self)
+
+    def validate(self) -> None:
+        """Checks before any model is loaded; a bad value is one T2TError naming its flag."""
+        s, t, m = self.scoring, self.tasks, self.model
+        for name, value, least in (("num_shots", s.num_shots, 0), ("batch_size", s.batch_size, 1),
+                                   ("bootstrap", s.bootstrap, 0), ("num_beams", s.num_beams, 1),
+                                   ("limit", t.limit, 1), ("max_new_tokens", s.max_new_tokens, 1),
+                                   ("max_input_len", s.max_input_len, 2)):
+            if name == "batch_size" and value == 0:
+                continue  # 0, like None: by device
+            if value is not None and value < least:
+                raise T2TError(f"{configs.flag(name)} must be at least {least}, got {value}")
+        if m.precision not in PRECISIONS:
+            raise T2TError(f"--precision {m.precision}: use fp32 or bf16 (fp16 breaks T5)")
+        if t.split not in SPLITS:
+            raise T2TError(f"--split {t.split}: use {', '.join(SPLITS[1:])} or {SPLITS[0]}")
+        if (t.tasks or t.clusters) and (t.mixture or t.heldout):
+            raise T2TError("choose tasks with --tasks/--clusters or with --mixture/--heldout, not both")
+
+    def override(self, **values: Any) -> EvaluateConfig:
+        """A copy with some fields (flat names) set, checked again: ``cfg.override(limit=5)``."""
+        return configs.override(self, values, "options", COMMAND)
+
+
+def build_config(values: dict[str, Any], origin: str = "config") -> EvaluateConfig:
+    """An evaluate config from flat or sectioned keys (``{"limit": 5}``, ``{"scoring": {...}}``)."""
+    return configs.build(EvaluateConfig, values, origin, COMMAND)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    configs.add_arguments(parser, EvaluateConfig)
+
+
+def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
+    return configs.from_args(EvaluateConfig, args, COMMAND)
+
+
+def parse_bool_flags(argv: Sequence[str]) -> list[str]:
+    return configs.parse_bool_flags(argv, EvaluateConfig)
