@@ -28,8 +28,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from t2t import config as configs
 from t2t.errors import run_cli
-from t2t.training.config import add_arguments, config_from_args, parse_bool_flags
+from t2t.training.config import COMMAND, add_arguments, config_from_args, parse_bool_flags
 
 
 def _python() -> str:
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="Every option also reads from --config YAML (flat or under model/tuning/data/train).")
     add_arguments(parser)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    args = parser.parse_args(parse_bool_flags(sys.argv[1:] if argv is None else argv))
+    args = configs.parse_args(parser, parse_bool_flags(sys.argv[1:] if argv is None else argv), COMMAND)
     cfg = config_from_args(args)
     # The recipe pulls in torch, transformers and datasets: imported once the options are known to be
     # good, so that --help and option errors answer at once.

@@ -1,7 +1,7 @@
 """The config of ``python -m t2t.finetune``: model, tuning, data and training sections.
 
 Built by :mod:`t2t.training.config` (defaults < ``--config`` YAML < flags); checked as a whole in
-:meth:`FinetuneConfig.validate` before anything is written; saved as ``config.yaml`` in the run folder.
+:meth:`FinetuneConfig.validate` before anything is written; saved as ``config.json`` in the run folder.
 """
 
 from __future__ import annotations
