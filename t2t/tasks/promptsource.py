@@ -12,11 +12,11 @@ Jinja with per-template ``answer_choices`` and metadata. Each becomes one block 
         metadata: !TemplateMetadata               gpt_3_style: {choices: ["True", "False"], ...}
           original_task: true                     ...: {inverted: true}            (original_task: false)
           metrics: [Accuracy]                   ---
-        name: GPT-3 style                       {% block gpt_3_style %}{% set answer_choices = choices %}...
+        name: GPT-3 style                       {% block gpt_3_style %}{% set answer_choices = t2t.choices %}...
 
 - ``answer_choices`` (a ``a ||| b`` Jinja string or, in older files, a list) becomes the task's ``choices``
   when most scored templates share it, and a per-template ``choices`` override otherwise. Templates
-  read it as ``answer_choices``: each block starts by setting it to ``choices`` (in a task without
+  read it as ``answer_choices``: each block starts by setting it to ``t2t.choices`` (in a task without
   choices, a template that has its own answer choices sets them inside its block).
 - ``original_task: false`` (older files: ``task_template: false``) templates do another task: they become
   ``inverted`` (trained on, never scored), as T0 scored only original-task prompts. A template without
@@ -166,7 +166,7 @@ def to_task_file(collection: Mapping[str, Any], cluster: str, name: str | None =
 def _answer_choices(own: list[str] | str | None, task_choices: list[str] | str | None) -> str:
     """Jinja that defines ``answer_choices`` at the top of a block, as promptsource templates expect it."""
     if task_choices is not None:  # t2t's choices: the task's, or the template's override
-        return "{% set answer_choices = choices %}"
+        return "{% set answer_choices = t2t.choices %}"
     if own is None:
         return ""
     # A task without choices (generation): a template that has its own keeps them inside the block.

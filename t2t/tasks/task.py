@@ -111,6 +111,16 @@ def options_text(choices: Sequence[str]) -> str:
     return "OPTIONS:\n" + "\n".join(f"- {c}" for c in choices)
 
 
+def _context(row: Mapping[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """The names a template sees: the row's fields, then t2t's own (``choices``, ``options``, ``answer``,
+    ``row``, helpers) where no field has that name; t2t's are always reachable as ``t2t.NAME``.
+
+    Data is never shadowed: a dataset with a ``choices`` or ``options`` column (commonsense_qa, qasc,
+    race) keeps it under its own name, and its templates write ``t2t.choices`` / ``t2t.options``.
+    """
+    return {**own, **row, "t2t": own}
+
+
 def _seeded_helpers(rng: random.Random) -> dict[str, Any]:
     def shuffle(seq: Sequence[Any]) -> list[Any]:
         out = list(seq)
@@ -380,7 +390,7 @@ class Task:
         if tpl is None:
             return None
         field = f"templates.{template}.choices" if template in self._template_choices else "choices"
-        text = self._run(tpl, {**row, "row": row}, None, field)
+        text = self._run(tpl, {"row": row, **row}, None, field)
         return tuple(c.strip() for c in text.split(SEPARATOR) if c.strip())
 
     def render(self, row: Mapping[str, Any], index: int = 0, template: str | None = None, *,
@@ -401,17 +411,19 @@ class Task:
                             f"no such template; templates: {', '.join(self.template_names)}", template=template)
         info = self.templates[template]
         choices = self.choices_for(row, template)
-        base = {**row, "row": row, "task_name": self.name, "template_name": template}
+        own: dict[str, Any] = {"row": row, "task_name": self.name, "template_name": template}
         if choices is not None:
-            base["choices"] = list(choices)
-        answer_ctx = {**base, "choices": _AnswerChoices(choices)} if choices is not None else base
-        answer = self._run(self._answer_tpl, answer_ctx, None, "answer").strip() if self._answer_tpl else None
+            own["choices"] = _AnswerChoices(choices)
+        answer = (self._run(self._answer_tpl, _context(row, own), None, "answer").strip()
+                  if self._answer_tpl else None)
         if answer is not None:
-            base["answer"] = answer
+            own["answer"] = answer
+        if choices is not None:
+            own["choices"] = list(choices)
+        base = _context(row, own)
         rng = random.Random(example_seed(seed, self.name, template, index))
-        ctx = {**base, **_seeded_helpers(rng),
-               "options": options_text(choices) if (choices and options) else ""}
-        text = self._run(self._templates[template], ctx, template, None)
+        own.update(_seeded_helpers(rng), options=options_text(choices) if (choices and options) else "")
+        text = self._run(self._templates[template], _context(row, own), template, None)
         if not text.strip():
             return None
         if text.count(SEPARATOR) != 1:

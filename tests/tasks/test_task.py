@@ -153,7 +153,7 @@ def test_per_row_choices(tmp_path: Path) -> None:
         answer: "{{ choices[label] }}"
         ---
         {% block t %}
-        {{ question }} {{ options }} ||| {{ answer }}
+        {{ question }} {{ t2t.options }} ||| {{ answer }}
         {% endblock %}
         """)
     ex = task.render({"question": "Q?", "options": ["red", "blue", "green"], "label": 2}, 0, "t")
@@ -392,3 +392,27 @@ def test_cli_user_errors_exit_2_with_one_line(task_dir: Path, tmp_path: Path) ->
 def test_builtin_tasks_all_check() -> None:
     out = run_tasks_cli("check")
     assert out.returncode == 0, out.stderr
+
+
+def test_row_fields_named_like_t2t_variables_are_never_shadowed(tmp_path: Path) -> None:
+    """commonsense_qa, qasc and race have columns named choices / options / answer: the row keeps them,
+    and t2t's own variables stay reachable as t2t.NAME."""
+    text = textwrap.dedent("""\
+        ---
+        cluster: qa
+        source: {generator: x}
+        choices: "{{ choices.text | join('|||') }}"
+        answer: "{{ t2t.choices[choices.label.index(answerKey)] }}"
+        ---
+        {% block pick %}{{ question }} {{ t2t.options }} ({{ options }}, {{ answer }}) ||| {{ t2t.answer }}{% endblock %}
+        {% block plain %}{{ question }} {{ t2t.options }} ||| {{ t2t.answer }}{% endblock %}
+        """)
+    task = load_one(tmp_path, "csqa", text)
+    row = {"question": "Where do fish live?", "answerKey": "B", "options": "row options", "answer": "row answer",
+           "choices": {"label": ["A", "B"], "text": ["tree", "sea"]}}
+    ex = task.render(row, 0, "pick")
+    assert ex.input == "Where do fish live? OPTIONS:\n- tree\n- sea (row options, row answer)"
+    assert ex.target == "sea" and ex.choices == ("tree", "sea")
+    assert task.render(row, 0, "plain", options=False).input == "Where do fish live?"
+    # without such columns the plain names still mean t2t's variables
+    assert task.choices_for(row) == ("tree", "sea")
