@@ -24,7 +24,6 @@ from t2t.mixtures.stream import build_stream
 from t2t.modeling.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from t2t.modeling.loading import apply_lora, choose_precision, load_model, load_tokenizer, resolve_model
 from t2t.modeling.loss import Seq2SeqLoss
-from t2t.tasks.sources import load_rows
 from t2t.tasks.task import Example
 from t2t.training.config import FinetuneConfig
 from t2t.training.monitor import MetricsLogger
@@ -34,6 +33,10 @@ from t2t.versions import library_versions
 
 def validation_examples(mixture: Any, n: int) -> list[Example]:
     """A fixed validation set: the first rows of each training task's validation split, templates in turn."""
+    # datasets is imported here, not with the recipe: the step functions below run without it
+    # (benchmarks/train_throughput.py on a GPU machine that lacks it)
+    from t2t.tasks.sources import load_rows
+
     tasks = [e for e in mixture.entries if "validation" in e.task.splits]
     if not tasks or n <= 0:
         return []
