@@ -37,13 +37,14 @@ _BLOCK_RE = re.compile(
 )
 _BLOCK_OPEN_RE = re.compile(r"\{%-?\s*block\s+(\w+)\s*(?:scoped\s*)?(?:required\s*)?-?%\}")
 _BLOCK_END_RE = re.compile(r"\{%-?\s*endblock(?:\s+\w+)?\s*-?%\}")
+_RAW_RE = re.compile(r"\{%-?\s*raw\s*-?%\}.*?\{%-?\s*endraw\s*-?%\}", re.S)
 # What Jinja or Python raise, instead of a TemplateSyntaxError, on templates nested too deeply to compile.
 TOO_DEEP = (RecursionError, SyntaxError, MemoryError)
 
 
 def split_front_matter(text: str, path: str) -> tuple[dict[str, Any], str, int]:
     """Return (metadata, body, number of lines before the body)."""
-    if not text.startswith("---"):
+    if text.split("\n", 1)[0].rstrip() != "---":
         raise TaskFileError("a task file must start with a '---' line opening its YAML front matter",
                             path=path, line=1)
     lines = text.split("\n")
@@ -91,7 +92,18 @@ def split_blocks(body: str, offset: int, env: jinja2.Environment,
     if not blocks:
         raise err("no templates: write each prompt as {% block NAME %} input ||| target {% endblock %}",
                   line=offset + 1)
-    outside = _BLOCK_RE.sub("", body)
+    # Checked before Jinja parses the body: Jinja allows nesting and reports a mismatched endblock
+    # name or a nested block's outer endblock in its own words, on another line.
+    for m in blocks:
+        name = m.group("name")
+        if m.group("endname") and m.group("endname") != name:
+            raise err(f"{{% endblock {m.group('endname')} %}} closes block '{name}'", template=name,
+                      line=line_of(m.end()))
+        inner = _BLOCK_OPEN_RE.search(_RAW_RE.sub(lambda r: " " * len(r.group()), m.group("body")))
+        if inner:
+            raise err("blocks cannot be nested", template=name, line=line_of(m.start("body") + inner.start()))
+    # The blocks blanked out with their newlines kept: the text outside keeps the file's line numbers.
+    outside = _BLOCK_RE.sub(lambda m: "\n" * m.group().count("\n"), body)
     try:
         env.parse(body)  # catches syntax errors outside blocks and duplicate block names
         outside_ast = env.parse(outside)
@@ -100,10 +112,16 @@ def split_blocks(body: str, offset: int, env: jinja2.Environment,
     except TOO_DEEP as exc:
         raise err(f"Jinja too deeply nested to compile ({type(exc).__name__})") from None
     for node in outside_ast.body:
-        if isinstance(node, nodes.Output) and any(
-                not (isinstance(n, nodes.TemplateData) and not n.data.strip()) for n in node.nodes):
+        if not isinstance(node, nodes.Output):
+            continue
+        stray = next((n for n in node.nodes if not (isinstance(n, nodes.TemplateData) and not n.data.strip())),
+                     None)
+        if stray is not None:
+            line = stray.lineno
+            if isinstance(stray, nodes.TemplateData):  # a text run starts with the newlines before it
+                line += stray.data[:len(stray.data) - len(stray.data.lstrip())].count("\n")
             raise err("text outside {% block %} ... {% endblock %}: only imports, macros, set and comments "
-                      "may stand there", line=offset + node.lineno)
+                      "may stand there", line=offset + line)
     out: list[Block] = []
     first_line: dict[str, int] = {}
     for m in blocks:
@@ -112,11 +130,6 @@ def split_blocks(body: str, offset: int, env: jinja2.Environment,
             raise err(f"template '{name}' defined twice (lines {first_line[name]} and {line_of(m.start())}); "
                       "template names must be unique in a task", template=name, line=line_of(m.start()))
         first_line[name] = line_of(m.start())
-        if m.group("endname") and m.group("endname") != name:
-            raise err(f"{{% endblock {m.group('endname')} %}} closes block '{name}'", template=name,
-                      line=line_of(m.end()))
-        if "{% block" in m.group("body") or "{%- block" in m.group("body"):
-            raise err("blocks cannot be nested", template=name, line=line_of(m.start("body")))
         # Blank every other block, keeping newlines so that line numbers stay the file's.
         pieces, last = [], 0
         for other in blocks:

@@ -129,15 +129,11 @@ def test_front_matter_must_be_a_mapping(yaml_text: str) -> None:
     assert str(exc) == f"{PATH}:2: the front matter must be a YAML mapping of fields"
 
 
-@pytest.mark.xfail(strict=True, reason="yamlsafe.safe_load lets ValueError escape for an impossible date "
-                   "(YAML 1.1 resolves 2024-02-30 as a timestamp): a traceback instead of a TaskFileError")
 def test_impossible_date_is_a_front_matter_error() -> None:
     exc = front_matter_error("---\ncluster: qa\nexample: {when: 2024-02-30, q: x}\n---\n")
     assert exc.path == PATH and exc.line == 3
 
 
-@pytest.mark.xfail(strict=True, reason="the opening line is checked with startswith('---'): text after '---' "
-                   "on it ('---cluster: nli') is silently dropped instead of refused")
 def test_text_after_the_opening_dashes_is_refused() -> None:
     exc = front_matter_error("---cluster: nli\ndescription: d\n---\n{% block a %}x ||| y{% endblock %}\n")
     assert exc.line == 1
@@ -240,9 +236,6 @@ def test_block_errors(env: T2TSandbox, body: str, message: str, line: int, templ
     assert str(exc).startswith(f"{PATH}:{line}, task 'f'")
 
 
-@pytest.mark.xfail(strict=True, reason="the line of 'text outside {% block %}' is counted in the body with the "
-                   "blocks cut out, newlines and all, from where the text run starts: text after a block (or after "
-                   "blank lines) is reported on an earlier line")
 @pytest.mark.parametrize("body, line", [
     ("{% block a %}\nx ||| y\n{% endblock %}\nstray text\n", 7),
     ("{% block a %}x ||| y{% endblock %}\n{{ var }}\n", 5),
@@ -280,25 +273,17 @@ def test_blocks_are_checked_against_the_environment(env: T2TSandbox) -> None:
         env.parse("{% do x %}")
 
 
-@pytest.mark.xfail(strict=True, reason="blocks nested the way Jinja allows get Jinja's 'Encountered unknown tag "
-                   "endblock' on the outer endblock's line; split_blocks' own 'blocks cannot be nested' check "
-                   "runs only after env.parse(outside) has already failed")
 def test_nested_blocks_say_so(env: T2TSandbox) -> None:
     exc = blocks_error("{% block outer %}\n{% block inner %}x ||| y{% endblock %}\n{% endblock %}\n", env)
     assert "blocks cannot be nested" in exc.detail
     assert exc.template == "outer"
 
 
-@pytest.mark.xfail(strict=True, reason="split_blocks' own check '{% endblock other %} closes block a' is never "
-                   "reached: env.parse(body) fails first with Jinja's \"expected token 'end of statement block', "
-                   "got 'other'\"")
 def test_mismatched_endblock_name_says_which_block(env: T2TSandbox) -> None:
     exc = blocks_error("{% block a %}\nx ||| y\n{% endblock other %}\n", env)
     assert "{% endblock other %} closes block 'a'" in exc.detail
 
 
-@pytest.mark.xfail(strict=True, reason="the nesting check is a substring test: the literal text '{% block' inside "
-                   "{% raw %} (valid Jinja, no nesting) is refused as 'blocks cannot be nested'")
 def test_raw_block_text_is_not_nesting(env: T2TSandbox) -> None:
     body = "{% block a %}Write {% raw %}{% block x %}{% endraw %} ||| ok{% endblock %}\n"
     [block] = split_blocks(body, 3, env, err)
