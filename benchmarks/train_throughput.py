@@ -16,7 +16,7 @@ order, ``--batch-size`` examples per optimizer step, so they see the same real (
           and loss, eager or sdpa attention. A round takes one batch at random from each of ``--steps``
           equal strata of the pool's batches ranked by real tokens, so it sees short and long batches in
           their proportions and about the same real tokens per step as a and c (reported per variant).
-    c_*   t2t: each step's examples batched by t2t and trained with ``t2t.model.seq2seq_loss_sum`` (loss
+    c_*   t2t: each step's examples batched by t2t and trained with ``t2t.modeling.loss.seq2seq_loss_sum`` (loss
           summed, divided by the step's target tokens, so the update equals the unpacked one; checked per
           variant as ``loss_rel_diff``). ``c_now_L`` is ``t2t.training.recipe.backward_global_batch`` as it is:
           one micro-batch of rows packed to L input / L/4 target tokens. The others prototype another
@@ -422,7 +422,7 @@ class NowModule(torch.nn.Module):
 
 
 def t2t_now(row_len: int, device: str, bf16: bool, model: torch.nn.Module) -> tuple:
-    """t2t.trainer's Batcher (packing at ``row_len`` / ``row_len // 4``) and an Accelerator, as train()
+    """t2t.training.recipe's Batcher (packing at ``row_len`` / ``row_len // 4``) and an Accelerator, as train()
     has them."""
     from accelerate import Accelerator
 

@@ -3,7 +3,7 @@
 An example is ``{"input_ids": [...], "labels": [...]}`` (see :mod:`t2t.data.tokens`). Packing puts several
 examples side by side in one row, on both the encoder side and the decoder side, so that a row wastes
 little on padding. Segment ids say which example each position belongs to (1, 2, ...; 0 is padding);
-:func:`t2t.model.seq2seq_loss_sum` turns them into block-diagonal attention masks, which makes a packed
+:func:`t2t.modeling.loss.seq2seq_loss_sum` turns them into block-diagonal attention masks, which makes a packed
 row compute exactly what the examples would compute alone.
 
 Worked example (seqio style). Three examples, rows bounded by 8 encoder and 5 decoder tokens::
