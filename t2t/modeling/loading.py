@@ -20,6 +20,7 @@ import torch
 from t2t.errors import T2TError
 from t2t.modeling.architecture import lora_target_modules
 from t2t.modeling.config import DEFAULT_MODEL
+from t2t.modeling.pretrained import MINILM_ED, ensure_minilm_ed, warmup_texts
 from t2t.modeling.tiny import ensure_tiny_model
 from t2t.tasks.registry import TaskRegistry
 from t2t.tasks.registry import task_dirs as searched_dirs
@@ -64,9 +65,12 @@ def corpus_recipe(task_dirs: Sequence[str] = ()) -> str:
 
 
 def resolve_model(name: str, task_dirs: Sequence[str] = ()) -> str:
-    """A loadable model path or hub name; ``t2t-tiny`` is built on first use and cached."""
+    """A loadable model path or hub name; ``t2t-tiny`` and ``minilm-ed`` (:mod:`t2t.modeling.pretrained`)
+    are built on first use and cached."""
     if name == DEFAULT_MODEL:
         return str(ensure_tiny_model(lambda: offline_corpus(task_dirs), recipe=corpus_recipe(task_dirs)))
+    if name == MINILM_ED:
+        return str(ensure_minilm_ed(lambda: warmup_texts(task_dirs), recipe=corpus_recipe(task_dirs)))
     return name
 
 

@@ -9,8 +9,11 @@ passes the encoder mask as the cross-attention mask too, so one 4-D mask cannot 
 encoder runs with a block-diagonal mask and the decoder with a causal-and-same-segment self mask plus a
 same-segment cross mask, given through ``encoder_outputs``. The model's forward still does the rest
 (including T5's ``scale_decoder_outputs``). T5's relative position bias depends only on distances, so a
-segment computes exactly what it would alone. Models with absolute positions (BART, Pegasus, ...) cannot
-restart positions per segment through their forward, so they train unpacked.
+segment computes exactly what it would alone. A BERT ``EncoderDecoderModel`` (``minilm-ed``) has absolute
+positions but takes ``position_ids`` on both sides, so its packed rows restart positions at every segment
+(:func:`segment_positions`) and compute what the examples compute alone, too. Other models with absolute
+positions (BART, Pegasus, ...) cannot restart positions per segment through their forward, so they train
+unpacked.
 
 The model may be a plain ``*ForConditionalGeneration`` or the same model wrapped by peft (LoRA layers
 live inside the modules, so the base model's encoder and forward carry them).
@@ -24,12 +27,19 @@ import torch.nn.functional as F
 from t2t.errors import T2TError
 from t2t.modeling.architecture import wrapper_chain
 
-__all__ = ["PACKABLE_MODEL_TYPES", "Seq2SeqLoss", "segment_mask", "seq2seq_loss_sum"]
+__all__ = ["PACKABLE_MODEL_TYPES", "Seq2SeqLoss", "segment_mask", "segment_positions", "seq2seq_loss_sum"]
 
 IGNORE_INDEX = -100
 # Relative position bias (translation invariant) and a forward that takes encoder_outputs + 4-D masks.
 PACKABLE_MODEL_TYPES = ("t5", "mt5", "umt5")
 _PACKED_ATTENTION = ("eager", "sdpa")
+# Absolute positions that restart per segment through position_ids: EncoderDecoderModel over BERT stacks.
+_POSITION_PACKABLE = ("bert", "roberta", "electra")
+
+
+def _packs_with_positions(config) -> bool:
+    sides = (getattr(getattr(config, side, None), "model_type", None) for side in ("encoder", "decoder"))
+    return config.model_type == "encoder-decoder" and all(s in _POSITION_PACKABLE for s in sides)
 
 
 def seq2seq_loss_sum(model: torch.nn.Module,
@@ -70,6 +80,16 @@ def segment_mask(query_segments: torch.Tensor, key_segments: torch.Tensor, causa
     return mask[:, None]
 
 
+def segment_positions(segments: torch.Tensor) -> torch.Tensor:
+    """Position of each token within its segment (0, 1, ... from where the segment id changes); padding
+    runs count on from their own start, which keeps them inside the position table."""
+    n = segments.shape[1]
+    index = torch.arange(n, device=segments.device).expand_as(segments)
+    starts = torch.ones_like(segments, dtype=torch.bool)
+    starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    return index - torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
+
+
 def _packed_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     chain = wrapper_chain(model)
     base = chain[-1]
@@ -77,10 +97,11 @@ def _packed_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> to
         raise T2TError("--packing: prompt/prefix-tuning adapters add virtual tokens that packed rows do not "
                        "mask; use LoRA, or pass --packing false")
     config = base.config
-    if config.model_type not in PACKABLE_MODEL_TYPES:
+    positions = _packs_with_positions(config)
+    if config.model_type not in PACKABLE_MODEL_TYPES and not positions:
         raise T2TError(f"--packing: {config.model_type} models cannot train on packed rows (their absolute "
                        "positions cannot restart per example; packing needs "
-                       f"{', '.join(PACKABLE_MODEL_TYPES)}); "
+                       f"{', '.join(PACKABLE_MODEL_TYPES)} or a BERT encoder-decoder); "
                        "pass --packing false to train on padded, length-grouped batches")
     impl = config._attn_implementation
     if impl not in _PACKED_ATTENTION:
@@ -88,14 +109,16 @@ def _packed_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> to
                        "--attn-implementation eager or sdpa (or --packing false)")
     dtype = base.get_input_embeddings().weight.dtype
     enc_seg, dec_seg = batch["encoder_segment_ids"], batch["decoder_segment_ids"]
+    enc_kw = {"position_ids": segment_positions(enc_seg)} if positions else {}
+    dec_kw = {"decoder_position_ids": segment_positions(dec_seg)} if positions else {}
     encoder_outputs = base.get_encoder()(input_ids=batch["input_ids"],
-                                         attention_mask=segment_mask(enc_seg, enc_seg, False, dtype))
+                                         attention_mask=segment_mask(enc_seg, enc_seg, False, dtype), **enc_kw)
     # With encoder_outputs given, `attention_mask` is used only as the decoder's cross-attention mask.
     return base(encoder_outputs=encoder_outputs,
                 attention_mask=segment_mask(dec_seg, enc_seg, False, dtype),
                 decoder_input_ids=batch["decoder_input_ids"],
                 decoder_attention_mask=segment_mask(dec_seg, dec_seg, True, dtype),
-                use_cache=False).logits
+                use_cache=False, **dec_kw).logits
 
 
 class Seq2SeqLoss(torch.nn.Module):
