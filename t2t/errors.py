@@ -32,8 +32,10 @@ class TaskFileError(T2TError):
         template: str | None = None,
         line: int | None = None,
         field: str | None = None,
+        row: int | None = None,
     ) -> None:
         self.path, self.task, self.template, self.line, self.field = path, task, template, line, field
+        self.row = row
         self.detail = message
         where = []
         if path:
@@ -42,6 +44,8 @@ class TaskFileError(T2TError):
             where.append(f"task '{task}'")
         if template:
             where.append(f"template '{template}'")
+        if row is not None:
+            where.append(f"row {row}")
         if field:
             where.append(f"field '{field}'")
         super().__init__(f"{', '.join(where)}: {message}" if where else message)

@@ -64,12 +64,15 @@ def preview_rows(task: Task, split: str, n: int) -> tuple[list[dict[str, Any]], 
     """Rows to preview: the split's real rows, or the file's example rows when the data cannot load."""
     from t2t.tasks.sources import load_rows  # datasets: see the top
 
+    if n < 1:
+        raise T2TError(f"--n {n}: the number of rows to render must be at least 1")
     if split == "example":
         return task.example_rows[:n], "example"
     try:
         ds = load_rows(task, split)
     except T2TError as exc:
-        if not task.example_rows:
+        # Only a hub dataset that cannot be reached (offline) falls back; broken local data is an error.
+        if not task.example_rows or "hf" not in task.source:
             raise
         warn(f"{exc}; rendering the file's example rows instead")
         return task.example_rows[:n], "example"
@@ -227,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_render.add_argument("--n", type=int, default=3, help="rows to render (default 3)")
     p_render.add_argument("--split", default="validation",
                           help="train, validation, test or 'example' for the file's example rows "
-                               "(default validation; falls back to the example rows when data cannot load)")
+                               "(default validation; a hub dataset that cannot load falls back to the example rows)")
     p_render.add_argument("--seed", type=int, default=0)
     p_render.add_argument("--no-options", action="store_true", help="render FLAN's no-options variant")
     p_render.add_argument("--json", action="store_true")

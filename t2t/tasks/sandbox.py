@@ -12,7 +12,8 @@ It does not stop a template that runs away, so every render gets a budget:
   refused *before* they allocate;
 - integers: ``*`` and ``**`` may not build numbers of more than ``MAX_INT_BITS`` bits.
 
-Functions, methods and classes never print (``{{ shuffle }}``, ``'%s' % text.upper``): a prompt holds
+None never prints (a null or missing field would become the text "None"); functions, methods and
+classes never print (``{{ shuffle }}``, ``'%s' % text.upper``): a prompt holds
 text, and a repr would leak addresses and internals.
 """
 
@@ -50,10 +51,19 @@ def _too_long(n: int, what: str) -> None:
         raise SecurityError(f"{what} would build more than {MAX_VALUE_CHARS} items")
 
 
+class NullValueError(ValueError):
+    """A template printed None: a row field that is null, or missing from a file whose other rows have it
+    (``datasets`` fills such a field with None). Printed, it would become the text "None" and be trained
+    and scored as if it were data."""
+
+
 def check_printable(value: Any, depth: int = 0) -> Any:
-    """Refuse to print functions, methods and classes (also inside a list or dict), return the value."""
+    """Refuse to print None, functions, methods and classes (also inside a list or dict), return the value."""
     if isinstance(value, jinja2.Undefined):
         return value  # printing it raises the proper "'x' is undefined"
+    if value is None and depth == 0:
+        raise NullValueError("a value printed by the template is null (missing or None in the row); fix the "
+                             "data, or give a default: {{ x | default('...', true) }} or {% if x is none %}")
     if callable(value):
         raise SecurityError("a function, method or class cannot be printed; call it, e.g. text.upper()")
     if depth < 3 and isinstance(value, (list, tuple, dict)):

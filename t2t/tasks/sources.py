@@ -7,13 +7,14 @@ Nothing is loaded until a split is asked for. Remote code is never trusted unles
 from __future__ import annotations
 
 import glob
+import json
 from pathlib import Path
 from typing import Any
 
 import datasets
 
 from t2t.errors import T2TError
-from t2t.tasks.generators import get_generator
+from t2t.tasks.generators import _check_args, get_generator
 from t2t.tasks.task import Task
 
 DEFAULT_SIZES = {"train": 2000, "validation": 200, "test": 200}
@@ -44,7 +45,63 @@ def _files_for(task: Task, source_split: str) -> tuple[str, list[str]]:
     return fmt, paths
 
 
-def _generated(task: Task, source_split: str) -> datasets.Dataset:
+def _text_file_problem(path: str) -> str | None:
+    """A text data file must be UTF-8 (``datasets`` would load a bad byte and fail only when its row is
+    read), and every line of a ``.jsonl`` file a JSON object (``datasets`` reads a file of arrays as one
+    column ``text``). One pass over the bytes, no parsing."""
+    jsonl = Path(path).suffix.lower() == ".jsonl"
+    try:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    return (f"{path}:{number}: not UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1}); "
+                            "data files are read as UTF-8: re-encode the file")
+                head = line.lstrip()[:1]
+                if jsonl and head and head != b"{":
+                    return f"{path}:{number}: a row must be a JSON object {{\"field\": ...}} on one line (JSON Lines)"
+    except OSError as exc:
+        return f"{path}: cannot read: {exc.strerror or exc}"
+    return None
+
+
+def _json_lines_problem(path: str) -> str | None:
+    """Why a JSON Lines file does not load, naming its first bad line (None if every line is an object)."""
+    rows = 0
+    with open(path, encoding="utf-8") as f:
+        first = f.read(1)
+        if first.lstrip() == "" and not f.read(1):
+            return f"{path}: the file is empty"
+        f.seek(0)
+        if first == "[" and Path(path).suffix.lower() != ".jsonl":
+            return None  # one JSON array, not JSON Lines: datasets' own message stands
+        for number, text in enumerate(f, 1):
+            if not text.strip():
+                continue
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                return f"{path}:{number}: not a JSON value ({exc.msg if hasattr(exc, 'msg') else exc})"
+            if not isinstance(value, dict):
+                return f"{path}:{number}: a row must be a JSON object {{\"field\": ...}}, got {type(value).__name__}"
+            rows += 1
+    return None if rows else f"{path}: no rows (only blank lines)"
+
+
+def _innermost(exc: BaseException) -> str:
+    """The first line of the deepest cause of a ``datasets`` error (its own is often only 'An error
+    occurred while generating the dataset')."""
+    seen = exc
+    while (seen.__cause__ or seen.__context__) is not None and seen is not (seen.__cause__ or seen.__context__):
+        seen = seen.__cause__ or seen.__context__
+    text = str(seen).splitlines()[0] if str(seen) else ""
+    return f"{type(seen).__name__}: {text}" if seen is not exc else f"{type(exc).__name__}: {text}"
+
+
+def _generator_plan(task: Task, source_split: str) -> tuple[Any, int, int]:
+    """(generator, rows, seed) of a generator split, checked as generating it would check: the same
+    errors for :func:`load_rows` and :func:`num_rows`, without generating anything."""
     src = task.source
     sizes = {**DEFAULT_SIZES, **(src.get("sizes") or {})}
     if source_split not in sizes:
@@ -52,7 +109,19 @@ def _generated(task: Task, source_split: str) -> datasets.Dataset:
                        f"(source.sizes: {sizes})")
     try:
         fn = get_generator(str(src["generator"]))
-        rows = fn(source_split, int(sizes[source_split]), int(src.get("seed", 0)))
+        n, seed = int(sizes[source_split]), int(src.get("seed", 0))
+        _check_args(str(src["generator"]), source_split, n)
+    except T2TError as exc:
+        raise T2TError(f"{task.path}: task '{task.name}', field 'source.generator': {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise T2TError(f"{task.path}: task '{task.name}', field 'source': bad generator settings: {exc}") from None
+    return fn, n, seed
+
+
+def _generated(task: Task, source_split: str) -> datasets.Dataset:
+    fn, n, seed = _generator_plan(task, source_split)
+    try:
+        rows = fn(source_split, n, seed)
     except T2TError as exc:
         raise T2TError(f"{task.path}: task '{task.name}', field 'source.generator': {exc}") from None
     except (TypeError, ValueError) as exc:
@@ -74,7 +143,19 @@ def load_rows(task: Task, split: str) -> datasets.Dataset:
             ds = _generated(task, source_split)
         elif "files" in src:
             fmt, paths = _files_for(task, source_split)
-            ds = datasets.load_dataset(fmt, data_files={source_split: paths}, split=source_split)
+            cannot = f"task '{task.name}' ({task.path}): could not load split '{split}' from {task.source_id}"
+            problems = [p for p in map(_text_file_problem, paths if fmt in ("json", "csv") else ()) if p]
+            if problems:
+                raise T2TError(f"{cannot}: {problems[0]}")
+            try:
+                ds = datasets.load_dataset(fmt, data_files={source_split: paths}, split=source_split)
+            except Exception as exc:
+                problems = [p for p in map(_json_lines_problem, paths if fmt == "json" else ()) if p]
+                if problems:
+                    raise T2TError(f"{cannot}: {problems[0]}") from exc
+                raise
+            if len(ds) == 0:
+                raise T2TError(f"{cannot}: no rows in {', '.join(paths)}")
         else:
             kwargs: dict[str, Any] = {"split": source_split}
             if src.get("revision"):
@@ -88,8 +169,7 @@ def load_rows(task: Task, split: str) -> datasets.Dataset:
         raise
     except Exception as exc:  # the datasets library raises many kinds; all mean "could not load"
         raise T2TError(f"task '{task.name}' ({task.path}): could not load split '{split}' from "
-                       f"{task.source_id}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                       ) from exc
+                       f"{task.source_id}: {_innermost(exc)}") from exc
     limit = task.limit.get(split)
     if limit is not None and len(ds) > limit:
         ds = ds.select(range(limit))
@@ -99,7 +179,6 @@ def load_rows(task: Task, split: str) -> datasets.Dataset:
 def num_rows(task: Task, split: str) -> int:
     """Number of rows of a split; for generators this needs no generation."""
     if "generator" in task.source and split in task.splits:
-        sizes = {**DEFAULT_SIZES, **(task.source.get("sizes") or {})}
-        n = int(sizes.get(task.splits[split], 0))
+        _, n, _ = _generator_plan(task, task.splits[split])
         return min(n, task.limit.get(split, n))
     return len(load_rows(task, split))

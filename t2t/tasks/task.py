@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2 import meta as jinja_meta
 from jinja2.sandbox import SecurityError
 
 from t2t.errors import TaskFileError
 from t2t.seeds import stable_seed
-from t2t.tasks.sandbox import Helper, T2TSandbox
+from t2t.tasks.sandbox import Helper, NullValueError, T2TSandbox
 from t2t.tasks.taskfile import TOO_DEEP, split_blocks, split_front_matter
 
 SEPARATOR = "|||"
@@ -171,6 +172,7 @@ class Task:
                 raise TaskFileError(f"cannot read the task file: {exc.strerror or exc}", path=p) from None
         meta, body, offset = split_front_matter(text, p)
         self.meta = meta
+        self._sources: dict[int, str] = {}  # id(compiled template) -> its source, to name null fields
         unknown = sorted(set(map(str, meta)) - KNOWN_FIELDS)
         if unknown:
             near = difflib.get_close_matches(unknown[0], sorted(KNOWN_FIELDS), n=1)
@@ -298,11 +300,13 @@ class Task:
         if not isinstance(source, str):
             raise self._err("must be a Jinja string, e.g. \"{{ choices[label] }}\"", field=key)
         try:
-            return self.env.from_string(source)
+            tpl = self.env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise self._err(f"bad Jinja: {exc.message}", field=key) from None
         except TOO_DEEP as exc:
             raise self._err(f"Jinja too deeply nested to compile ({type(exc).__name__})", field=key) from None
+        self._sources[id(tpl)] = source
+        return tpl
 
     # -- body -------------------------------------------------------------------------------------
     def _compile_body(self, body: str, offset: int) -> None:
@@ -321,6 +325,7 @@ class Task:
                                 template=name) from None
             self._templates[name] = self.env.template_class.from_code(
                 self.env, code, self.env.make_globals(None), None)
+            self._sources[id(self._templates[name])] = block.source
             settings = meta_templates.get(name) or {}
             if not isinstance(settings, dict) or set(settings) - TEMPLATE_META_FIELDS or not isinstance(
                     settings.get("inverted", False), bool):
@@ -362,16 +367,32 @@ class Task:
             flat += [f] if isinstance(f, str) else list(f)
         return "files:" + ",".join(sorted({str((self.path.parent / str(f)).resolve()) for f in flat}))
 
-    def _run(self, tpl: jinja2.Template, ctx: dict[str, Any], template: str | None, field: str | None) -> str:
+    def _null_fields(self, tpl: jinja2.Template, row: Mapping[str, Any]) -> list[str]:
+        """The row's null fields that ``tpl`` refers to by name (all its null fields if it names none)."""
+        null = [k for k, v in row.items() if v is None]
+        try:
+            names = jinja_meta.find_undeclared_variables(self.env.parse(self._sources.get(id(tpl), "")))
+        except (jinja2.TemplateSyntaxError, *TOO_DEEP):
+            names = set()
+        return [k for k in null if k in names] or null
+
+    def _run(self, tpl: jinja2.Template, ctx: dict[str, Any], template: str | None, field: str | None,
+             row_index: int | None = None) -> str:
         try:
             return self.env.render_bounded(tpl, ctx)
         except TaskFileError:
             raise
+        except NullValueError as exc:
+            null = self._null_fields(tpl, ctx.get("row", {}))
+            named = f"; null in this row: {', '.join(null)}" if len(null) > 1 else ""
+            raise self._err(f"{exc}{named}", template=template, row=row_index,
+                            field=null[0] if len(null) == 1 else field,
+                            line=_error_line(exc, str(self.path)) if template else None) from None
         except Exception as exc:  # any failure inside a user template is the template's error
             kind = "blocked by the sandbox" if isinstance(exc, SecurityError) else type(exc).__name__
             missing = _undefined_field(exc) if isinstance(exc, jinja2.UndefinedError) else None
             hint = f" (row fields: {', '.join(sorted(map(str, ctx.get('row', {}))))})" if missing else ""
-            raise self._err(f"{kind}: {exc}{hint}", template=template, field=missing or field,
+            raise self._err(f"{kind}: {exc}{hint}", template=template, field=missing or field, row=row_index,
                             line=_error_line(exc, str(self.path)) if template else None) from None
 
     def overrides_choices(self, template: str) -> bool:
@@ -382,7 +403,8 @@ class Task:
         """The choices when they are a fixed list (the task's, or ``template``'s override); else None."""
         return self._template_choices.get(template, self._choices)[0] if template else self._choices[0]
 
-    def choices_for(self, row: Mapping[str, Any], template: str | None = None) -> tuple[str, ...] | None:
+    def choices_for(self, row: Mapping[str, Any], template: str | None = None,
+                    index: int | None = None) -> tuple[str, ...] | None:
         """The answer choices of ``row`` (with ``template``'s own choices where it overrides the task's)."""
         fixed, tpl = self._template_choices.get(template, self._choices) if template else self._choices
         if fixed is not None:
@@ -390,7 +412,7 @@ class Task:
         if tpl is None:
             return None
         field = f"templates.{template}.choices" if template in self._template_choices else "choices"
-        text = self._run(tpl, {"row": row, **row}, None, field)
+        text = self._run(tpl, {"row": row, **row}, None, field, index)
         return tuple(c.strip() for c in text.split(SEPARATOR) if c.strip())
 
     def render(self, row: Mapping[str, Any], index: int = 0, template: str | None = None, *,
@@ -410,11 +432,11 @@ class Task:
             raise self._err(f"no such template; did you mean {near}?" if near else
                             f"no such template; templates: {', '.join(self.template_names)}", template=template)
         info = self.templates[template]
-        choices = self.choices_for(row, template)
+        choices = self.choices_for(row, template, index)
         own: dict[str, Any] = {"row": row, "task_name": self.name, "template_name": template}
         if choices is not None:
             own["choices"] = _AnswerChoices(choices)
-        answer = (self._run(self._answer_tpl, _context(row, own), None, "answer").strip()
+        answer = (self._run(self._answer_tpl, _context(row, own), None, "answer", index).strip()
                   if self._answer_tpl else None)
         if answer is not None:
             own["answer"] = answer
@@ -423,22 +445,22 @@ class Task:
         base = _context(row, own)
         rng = random.Random(example_seed(seed, self.name, template, index))
         own.update(_seeded_helpers(rng), options=options_text(choices) if (choices and options) else "")
-        text = self._run(self._templates[template], _context(row, own), template, None)
+        text = self._run(self._templates[template], _context(row, own), template, None, index)
         if not text.strip():
             return None
         if text.count(SEPARATOR) != 1:
             raise self._err(f"the render must hold exactly one '{SEPARATOR}' between input and target "
-                            f"(found {text.count(SEPARATOR)})", template=template, line=info.line)
+                            f"(found {text.count(SEPARATOR)})", template=template, line=info.line, row=index)
         source, target = (part.strip() for part in text.split(SEPARATOR))
         if not source or not target:
             return None
         if choices is not None and not info.inverted and target not in choices:
             raise self._err(f"target {target!r} is not one of the choices {list(choices)} "
                             f"(mark the template inverted: true if it turns the task around)",
-                            template=template, field="answer", line=info.line)
+                            template=template, field="answer", line=info.line, row=index)
         refs: tuple[str, ...] = (target,)
         if self._references_tpl is not None and not info.inverted:
-            ref_text = self._run(self._references_tpl, base, None, "references")
+            ref_text = self._run(self._references_tpl, base, None, "references", index)
             refs = tuple(r.strip() for r in ref_text.split(SEPARATOR) if r.strip()) or (target,)
         return Example(self.name, template, source, target, index,
                        None if info.inverted else choices, refs)

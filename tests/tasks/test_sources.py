@@ -190,10 +190,6 @@ def test_num_rows_of_a_generator_needs_no_generation(tmp_path: Path, monkeypatch
         num_rows(task, "dev")
 
 
-@pytest.mark.xfail(strict=True, reason="num_rows counts a generator split from source.sizes alone: for a split "
-                   "load_rows refuses (no size for the mapped source split, or an unknown generator) it returns "
-                   "0 or the default size instead of the same T2TError; a mixture then says 'has no training "
-                   "examples' or resolves with 2000 rows and fails only when the stream loads them")
 @pytest.mark.parametrize("front", ["source: {generator: arith_sum}\nsplits: {train: dev}",
                                    "source: {generator: no_such_generator}"])
 def test_num_rows_refuses_what_load_rows_refuses(tmp_path: Path, front: str) -> None:

@@ -211,7 +211,7 @@ def test_runtime_errors_report_the_files_line(tmp_path: Path, env: T2TSandbox) -
     with pytest.raises(TaskFileError) as info:
         task.render({"x": "a"}, 0, "second")
     assert (info.value.line, info.value.template, info.value.field) == (15, "second", "y")
-    assert str(info.value).startswith(f"{path}:15, task 'lines', template 'second', field 'y': UndefinedError")
+    assert str(info.value).startswith(f"{path}:15, task 'lines', template 'second', row 0, field 'y': UndefinedError")
 
 
 @pytest.mark.parametrize("body, message, line, template", [
