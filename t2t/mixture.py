@@ -42,6 +42,9 @@ def show_table(mixture: Mixture) -> str:
     what = ", ".join(mixture.heldout_clusters) or "-"
     lines.append(f"held out ({len(mixture.heldout)} tasks; clusters: {what}): "
                  + (", ".join(f"{t.name} ({t.cluster})" for t in mixture.heldout) or "none"))
+    if mixture.excluded:
+        lines.append(f"not trained, related to a held-out cluster ({', '.join(mixture.related_clusters)}): "
+                     + ", ".join(f"{t.name} ({t.cluster})" for t in mixture.excluded))
     if mixture.source_overlaps:
         pairs = ", ".join(f"{a} ~ {b}" for a, b in mixture.source_overlaps)
         lines.append(f"allowed source overlaps (training ~ held out): {pairs}")

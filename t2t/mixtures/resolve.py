@@ -20,6 +20,17 @@ not reported as its held-out part. Held-out tasks are never in training, and a t
 same ``source_id`` as a held-out task is an error naming both, unless ``allow_source_overlap: true``
 (or ``--allow-source-overlap``).
 
+FLAN's related-cluster rule is declared, not applied by hand: ``related: {nli: [paraphrase]}`` means that
+when ``nli`` is held out (by the file or ``--heldout``), the ``paraphrase`` tasks are not trained on either;
+they are not evaluated as held out (they are listed as ``excluded``). Rules of nested mixtures apply too.
+
+Sizes: n is counted from the data (``t2t.tasks.sources.num_rows``) unless the mixture declares it
+(``sizes: {task: rows}``, or ``sizes_from: [other mixture]``): the rows of the source's train split, as the
+dataset card gives them, so hub mixtures resolve offline; the stream checks the declaration when it reads
+the rows. ``train_limit: N`` keeps the first N train rows of each task (FLAN's 30k), after the task's own
+``limit``. ``rate.cap_per_template: N`` is T0's cap: a task that trains on k templates is capped at N / k
+(with ``cap`` too, the smaller cap holds).
+
 ``python -m t2t.mixture show NAME`` prints what this resolves (:mod:`t2t.mixture`).
 """
 
@@ -85,6 +96,7 @@ class MixtureTask:
     rate: float
     templates: tuple[str, ...]
     policy: TemplatePolicy
+    limit: int | None = None  # the mixture's train_limit: the stream reads at most these first rows
 
     @property
     def name(self) -> str:
@@ -118,6 +130,8 @@ class Mixture:
     heldout_clusters: tuple[str, ...]
     source_overlaps: tuple[tuple[str, str], ...] = ()
     recipe: Recipe | None = None
+    related_clusters: tuple[str, ...] = ()   # clusters kept out of training by a related-cluster rule
+    excluded: tuple[Task, ...] = ()          # their tasks: neither trained on nor held out
 
     @property
     def name(self) -> str:
@@ -141,8 +155,9 @@ class Mixture:
         return {
             "mixture": self.name, "path": str(spec.path), "description": spec.description,
             "seed": seed, "stop": stop or self.stop, "split": TRAIN_SPLIT,
-            "rate": {"strategy": spec.strategy, "cap": spec.cap, "temperature": spec.temperature,
-                     "scale": spec.scale, "weights": dict(spec.weights), "mixtures": dict(spec.mixtures)},
+            "rate": {"strategy": spec.strategy, "cap": spec.cap, "cap_per_template": spec.cap_per_template,
+                     "temperature": spec.temperature, "scale": spec.scale, "train_limit": spec.train_limit,
+                     "weights": dict(spec.weights), "mixtures": dict(spec.mixtures)},
             "tasks": [{"name": e.name, "cluster": e.task.cluster, "source_id": e.task.source_id,
                        "examples": e.examples, "rate": e.rate, "templates": list(e.templates),
                        **{k: v for k, v in e.policy.as_dict().items() if k not in ("subset", "use")}}
@@ -151,7 +166,10 @@ class Mixture:
                         "tasks": [{"name": t.name, "cluster": t.cluster, "source_id": t.source_id}
                                   for t in self.heldout],
                         "allow_source_overlap": bool(self.source_overlaps) or spec.allow_source_overlap,
-                        "source_overlaps": [list(p) for p in self.source_overlaps]},
+                        "source_overlaps": [list(p) for p in self.source_overlaps],
+                        "related": {k: list(v) for k, v in spec.related.items()},
+                        "related_clusters": list(self.related_clusters),
+                        "excluded": [{"name": t.name, "cluster": t.cluster} for t in self.excluded]},
             "extra_heldout": list(self.recipe.heldout) if self.recipe else [],
         }
 
@@ -192,22 +210,78 @@ class _Resolver:
     def __init__(self, tasks: TaskRegistry, mixtures: MixtureRegistry) -> None:
         self.tasks, self.mixtures = tasks, mixtures
         self._sizes: dict[str, int] = {}
+        self._declared: dict[str, dict[str, int]] = {}
 
-    def size(self, task: Task, where: str) -> int:
-        if task.name not in self._sizes:
-            # Imported here: t2t.tasks.sources imports datasets (seconds), which importing the mixtures
-            # must not cost. Looked up at each call, so a test can replace sources.num_rows.
-            from t2t.tasks.sources import num_rows
+    def declared_sizes(self, spec: MixtureSpec, stack: tuple[str, ...] = ()) -> dict[str, int]:
+        """The train sizes ``spec`` declares: those of its ``sizes_from`` mixtures, then its own ``sizes``."""
+        if spec.name not in self._declared:
+            out: dict[str, int] = {}
+            for name in spec.sizes_from:
+                if name in stack + (spec.name,):
+                    raise T2TError(f"{spec.where}, field 'sizes_from': a cycle: "
+                                   f"{' -> '.join(stack + (spec.name, name))}")
+                try:
+                    other = self.mixtures.get(name)
+                except T2TError as exc:
+                    raise T2TError(f"{spec.where}, field 'sizes_from': {exc}") from None
+                out.update(self.declared_sizes(other, stack + (spec.name,)))
+            for name in spec.sizes:
+                if name not in self.tasks:
+                    raise T2TError(f"{spec.where}, field 'sizes': unknown task '{name}'"
+                                   f"{suggest(name, self.tasks.names())}")
+            out.update(spec.sizes)
+            self._declared[spec.name] = out
+        return self._declared[spec.name]
 
+    def size(self, task: Task, spec: MixtureSpec) -> int:
+        """Training rows of ``task`` in ``spec``: declared or counted, after the task's and the mixture's limits."""
+        key = f"{spec.name}\0{task.name}"
+        if key not in self._sizes:
             if TRAIN_SPLIT not in task.splits:
-                raise T2TError(f"{where}: task '{task.name}' has no train split (splits: "
+                raise T2TError(f"{spec.where}: task '{task.name}' has no train split (splits: "
                                f"{', '.join(task.splits)}); exclude it (exclude: {{tasks: [...]}}) "
                                "or hold it out")
-            try:
-                self._sizes[task.name] = num_rows(task, TRAIN_SPLIT)
-            except T2TError as exc:  # name the mixture that needed the task as well as the task
-                raise T2TError(f"{where}: {exc}") from None
-        return self._sizes[task.name]
+            declared = self.declared_sizes(spec)
+            if task.name in declared:
+                n = declared[task.name]
+                n = min(n, task.limit.get(TRAIN_SPLIT, n))
+            else:
+                # Imported here: t2t.tasks.sources imports datasets (seconds), which importing the mixtures
+                # must not cost. Looked up at each call, so a test can replace sources.num_rows.
+                from t2t.tasks.sources import num_rows
+
+                try:
+                    n = num_rows(task, TRAIN_SPLIT)
+                except T2TError as exc:  # name the mixture that needed the task as well as the task
+                    raise T2TError(f"{spec.where}: {exc}") from None
+            if spec.train_limit is not None:
+                n = min(n, spec.train_limit)
+            self._sizes[key] = n
+        return self._sizes[key]
+
+    def rate(self, task: Task, spec: MixtureSpec, n: int) -> float:
+        """seqio's rate of a task of ``spec``, with T0's per-template cap where the spec sets one."""
+        cap: float | None = spec.cap
+        if spec.cap_per_template is not None:
+            k = len(spec.templates.templates_for(task, spec.where))
+            per = spec.cap_per_template / k
+            cap = per if cap is None else min(cap, per)
+        return task_rate(n, spec.strategy, cap, spec.temperature, spec.scale)  # type: ignore[arg-type]
+
+    def related_of(self, spec: MixtureSpec, stack: tuple[str, ...] = ()) -> dict[str, set[str]]:
+        """The related-cluster rules of ``spec`` and of its nested mixtures (their union)."""
+        known = set(self.tasks.clusters())
+        out: dict[str, set[str]] = {}
+        for cluster, others in spec.related.items():
+            for c in (cluster, *others):
+                if c not in known:
+                    raise T2TError(f"{spec.where}, field 'related.{cluster}': unknown cluster '{c}'"
+                                   f"{suggest(c, known)} (clusters: {', '.join(sorted(known))})")
+            out.setdefault(cluster, set()).update(others)
+        for name in spec.mixtures:
+            for cluster, others in self.related_of(self.sub(spec, name, stack), stack + (spec.name,)).items():
+                out.setdefault(cluster, set()).update(others)
+        return out
 
     def sub(self, spec: MixtureSpec, name: str, stack: tuple[str, ...]) -> MixtureSpec:
         if name in stack + (spec.name,):
@@ -282,11 +356,10 @@ class _Resolver:
         owner: dict[str, MixtureSpec] = {}
         for name in sorted(chosen - heldout):
             task = self.tasks.get(name)
-            n = self.size(task, spec.where)
+            n = self.size(task, spec)
             if n == 0:
                 raise T2TError(f"{spec.where}: task '{name}' has no training examples; exclude it")
-            raw[name] = spec.weights[name] if name in spec.weights else task_rate(
-                n, spec.strategy, spec.cap, spec.temperature, spec.scale)
+            raw[name] = spec.weights[name] if name in spec.weights else self.rate(task, spec, n)
             owner[name] = spec
         for sub_name, weight in spec.mixtures.items():
             sub = self.sub(spec, sub_name, stack)
@@ -323,15 +396,20 @@ def resolve(spec: MixtureSpec | str, tasks: TaskRegistry, mixtures: MixtureRegis
                            f"{', '.join(clusters)}); hold out one of those, or name tasks to hold out")
         held.update(in_mixture)
     held.update({n: tasks.get(n) for n in h_names})
-    shares, owner = r.shares(spec, set(held))
+    # FLAN's related clusters: holding out a cluster also keeps its related clusters out of training.
+    rules = r.related_of(spec)
+    related = sorted({c for h in h_clusters for c in rules.get(h, ())} - h_clusters)
+    excluded = {n: tasks.get(n) for n in universe if tasks.get(n).cluster in related and n not in held}
+    shares, owner = r.shares(spec, set(held) | set(excluded))
     if not shares:
         raise T2TError(f"{spec.where}: no training task is left after holding out "
-                       f"{', '.join(sorted(h_clusters | h_names))}")
+                       f"{', '.join(sorted(h_clusters | h_names))}"
+                       + (f" and excluding the related clusters {', '.join(related)}" if related else ""))
     entries = []
     for name in sorted(shares):
-        task, policy = tasks.get(name), owner[name].templates
-        entries.append(MixtureTask(task, r.size(task, spec.where), shares[name],
-                                   policy.templates_for(task, owner[name].where), policy))
+        task, own = tasks.get(name), owner[name]
+        entries.append(MixtureTask(task, r.size(task, own), shares[name],
+                                   own.templates.templates_for(task, own.where), own.templates, own.train_limit))
     by_source: dict[str, list[str]] = {}
     for h in held.values():
         by_source.setdefault(h.source_id, []).append(h.name)
@@ -345,7 +423,8 @@ def resolve(spec: MixtureSpec | str, tasks: TaskRegistry, mixtures: MixtureRegis
                        "(--allow-source-overlap)")
     assert not set(shares) & set(held), "held-out tasks must never be trained on"
     return Mixture(spec, tuple(entries), tuple(sorted(held.values(), key=lambda t: (t.cluster, t.name))),
-                   tuple(sorted(h_clusters)), overlaps if allowed else (), recipe)
+                   tuple(sorted(h_clusters)), overlaps if allowed else (), recipe, tuple(related),
+                   tuple(sorted(excluded.values(), key=lambda t: (t.cluster, t.name))))
 
 
 def load_mixture(name: str, *, heldout: Sequence[str] = (), allow_source_overlap: bool | None = None,

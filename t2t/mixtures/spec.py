@@ -9,8 +9,13 @@ A mixture is one YAML file in ``task_registry/`` (more folders: ``--mixture-dir 
     exclude: {tasks: [compare_prices]}
     mixtures: {other_mixture: 0.25}       # nested mixtures and their weights (seqio)
     rate: {strategy: proportional, cap: 3000, temperature: 1.0, scale: 1.0}
+    #       cap_per_template: 500000      # T0: cap = N / (number of templates the task trains with)
     weights: {sentiment_movie: 500}       # explicit rates: replace the strategy's for these tasks
     heldout: {tasks: [sentiment_product]} # and/or clusters: [...]
+    related: {nli: [paraphrase]}          # a held-out cluster also keeps these clusters out of training
+    train_limit: 30000                    # FLAN: at most the first N train rows of each task
+    sizes: {rte: 2490}                    # declared train rows (hub tasks sized offline, from their cards)
+    sizes_from: [hub]                     # ... or those declared by other mixture files
     allow_source_overlap: false
     templates:
       choose: round_robin                 # or random (seeded)
@@ -48,9 +53,9 @@ CHOOSE = ("round_robin", "random")
 TRAIN_SPLIT = "train"
 
 _FIELDS = {"description", "include", "exclude", "mixtures", "rate", "weights", "heldout",
-           "allow_source_overlap", "templates", "stop"}
+           "allow_source_overlap", "templates", "stop", "related", "train_limit", "sizes", "sizes_from"}
 _SELECT_FIELDS = {"tasks", "clusters", "patterns", "tags"}
-_RATE_FIELDS = {"strategy", "cap", "temperature", "scale"}
+_RATE_FIELDS = {"strategy", "cap", "temperature", "scale", "cap_per_template"}
 _TEMPLATE_FIELDS = {"choose", "use", "subset", "variants", "few_shot_k"}
 
 
@@ -121,6 +126,7 @@ class MixtureSpec:
     mixtures: Mapping[str, float] = field(default_factory=dict)
     strategy: str = "proportional"
     cap: int | None = None
+    cap_per_template: int | None = None
     temperature: float = 1.0
     scale: float = 1.0
     weights: Mapping[str, float] = field(default_factory=dict)
@@ -130,6 +136,10 @@ class MixtureSpec:
     allow_source_overlap: bool = False
     templates: TemplatePolicy = TemplatePolicy()
     stop: str = "infinite"
+    related: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    train_limit: int | None = None
+    sizes: Mapping[str, int] = field(default_factory=dict)
+    sizes_from: tuple[str, ...] = ()
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> MixtureSpec:
@@ -164,7 +174,11 @@ class MixtureSpec:
                    exclude=_selection(where, "exclude", data.get("exclude")),
                    mixtures=_numbers(where, "mixtures", data.get("mixtures")),
                    weights=_numbers(where, "weights", data.get("weights")),
-                   stop=_choice(where, "stop", data.get("stop", "infinite"), STOP_POLICIES))
+                   stop=_choice(where, "stop", data.get("stop", "infinite"), STOP_POLICIES),
+                   related=_related(where, data.get("related")),
+                   train_limit=_number(where, "train_limit", data.get("train_limit"), int),
+                   sizes=_sizes(where, data.get("sizes")),
+                   sizes_from=_names(where, "sizes_from", data.get("sizes_from")))
         if not (spec.include or spec.mixtures or spec.weights):
             raise T2TError(f"{where}: selects no task; add include: {{clusters: [...]}}, "
                            "include: {tasks: [...]}, weights: or mixtures:")
@@ -178,10 +192,14 @@ class MixtureSpec:
         parts = [self.strategy]
         if self.cap is not None:
             parts.append(f"cap {self.cap}")
+        if self.cap_per_template is not None:
+            parts.append(f"cap {self.cap_per_template} / templates")
         if self.strategy == "temperature":
             parts.append(f"T={self.temperature:g}")
         if self.scale != 1.0:
             parts.append(f"scale {self.scale:g}")
+        if self.train_limit is not None:
+            parts.append(f"train rows <= {self.train_limit}")
         return ", ".join(parts)
 
 
@@ -263,8 +281,11 @@ def _rate(where: str, data: Mapping[str, Any]) -> dict[str, Any]:
     if strategy == "proportional" and temperature != 1.0:
         raise _field_error(where, "rate.temperature", "strategy 'proportional' takes no temperature; "
                                                       "use strategy: temperature")
+    if strategy == "equal" and rate.get("cap_per_template") is not None:
+        raise _field_error(where, "rate.cap_per_template", "strategy 'equal' takes no cap")
     return {"strategy": strategy, "temperature": temperature,
             "cap": _number(where, "rate.cap", rate.get("cap"), int),
+            "cap_per_template": _number(where, "rate.cap_per_template", rate.get("cap_per_template"), int),
             "scale": _number(where, "rate.scale", rate.get("scale", 1.0))}
 
 
@@ -278,6 +299,29 @@ def _heldout(where: str, data: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     _mapping(where, "heldout", heldout, {"tasks", "clusters"}, "key", "{clusters: [nli]}")
     return {"heldout_clusters": _names(where, "heldout.clusters", heldout.get("clusters")),
             "heldout_tasks": _names(where, "heldout.tasks", heldout.get("tasks"))}
+
+
+def _related(where: str, value: Any) -> dict[str, tuple[str, ...]]:
+    """``related:`` cluster -> clusters that a held-out cluster also keeps out of training (FLAN: NLI and
+    paraphrase). The rule is one-way as written; write both directions for a symmetric one."""
+    value = value or {}
+    if not isinstance(value, dict):
+        raise _field_error(where, "related", "must map a cluster to the clusters it keeps out of training, "
+                                             "e.g. {nli: [paraphrase]}")
+    out = {str(k): _names(where, f"related.{k}", v) for k, v in value.items()}
+    for k, v in out.items():
+        if k in v:
+            raise _field_error(where, f"related.{k}", "a cluster is not related to itself")
+    return out
+
+
+def _sizes(where: str, value: Any) -> dict[str, int]:
+    """``sizes:`` task -> declared number of rows of its source's train split (before any limit)."""
+    value = value or {}
+    if not isinstance(value, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value.values()):
+        raise _field_error(where, "sizes", "must map task names to row counts, e.g. {rte: 2490}")
+    return {str(k): int(v) for k, v in value.items()}
 
 
 def _variant_shares(where: str, value: Any) -> dict[str, float]:

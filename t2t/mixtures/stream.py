@@ -254,12 +254,17 @@ class ExampleStream(IterableDataset):
         if t not in self._rows:
             from t2t.tasks.sources import load_rows  # imports datasets (seconds): only when rows are read
 
-            task = self.mixture.entries[t].task
-            rows = load_rows(task, TRAIN_SPLIT).to_list()
+            entry = self.mixture.entries[t]
+            task = entry.task
+            ds = load_rows(task, TRAIN_SPLIT)
+            if entry.limit is not None and len(ds) > entry.limit:  # the mixture's train_limit (FLAN's 30k)
+                ds = ds.select(range(entry.limit))
+            rows = ds.to_list()
             if len(rows) != self.sizes[t]:
                 raise T2TError(f"task '{task.name}' ({task.path}): its train split now has {len(rows)} rows, "
                                f"but the mixture was resolved with {self.sizes[t]}; its data changed while "
-                               "loading; build the stream again")
+                               "loading, or the mixture's declared size (sizes:) is wrong; fix it or build "
+                               "the stream again")
             self._rows[t] = rows
         return self._rows[t]
 
