@@ -5,6 +5,7 @@
     python -m t2t.tasks render TASK [--template T] [--n N] [--split S] [--seed K] [--no-options] [--json]
     python -m t2t.tasks check [PATHS...]
     python -m t2t.tasks import templates.yaml --cluster C [--out DIR] [--name N] [--overwrite]
+    python -m t2t.tasks catalog [--markdown | --json | --check README.md | --write README.md]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from t2t.errors import T2TError, run_cli
+from t2t.tasks import catalog
 from t2t.tasks.promptsource import import_file
 from t2t.tasks.registry import TaskRegistry, task_dirs
 from t2t.tasks.task import Task, warn
@@ -212,7 +214,7 @@ def check_files(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"list": list_tasks, "show": show_task, "render": render_task, "check": check_files,
-            "import": import_promptsource}
+            "import": import_promptsource, "catalog": catalog.run}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_import.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     for p in (p_list, p_show, p_render, p_check):
         add_task_dir_option(p)
+    catalog.add_parser(sub)  # the README's catalog table (t2t.tasks.catalog)
     return parser
 
 
