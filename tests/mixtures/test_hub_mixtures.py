@@ -102,3 +102,13 @@ def test_show_prints_rates_draws_and_the_heldout_split_offline(builtin, capsys) 
     assert "cap 3000, train rows <= 30000" in out and "clusters: coreference" in out
     assert main(["show", "t0_train"]) == 0
     assert "cap 500000 / templates" in capsys.readouterr().out
+
+
+def test_declared_sizes_are_the_ones_each_task_file_cites(builtin) -> None:
+    """hub.yaml's size of a task is the train size its front matter cites from the dataset card."""
+    tasks, mixtures = builtin
+    for name, n in mixtures.get("hub").sizes.items():
+        task = tasks.get(name)
+        front = task.path.read_text(encoding="utf-8").split("\n---\n", 1)[0]
+        source_train = task.splits["train"]
+        assert f"{source_train} {n:,}" in " ".join(front.replace("#", " ").split()), (name, source_train, n)
