@@ -64,7 +64,7 @@ class ScoringConfig:
     num_shots: int = field(default=0, metadata={"help": "exemplars from the train split per prompt",
                                                  "metavar": "K"})
     batch_size: int | None = field(default=None, metadata={
-        "help": "inputs per forward pass", "metavar": "N",
+        "help": "inputs per forward pass (0: by device, like the default)", "metavar": "N",
         "shown": "8 on CPU, where it measured fastest, 32 on a GPU"})
     max_input_len: int = field(default=1024, metadata={"help": "input tokens kept (EOS kept)", "metavar": "N"})
     max_new_tokens: int | None = field(default=None, metadata={

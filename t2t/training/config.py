@@ -84,6 +84,21 @@ class FinetuneConfig:
         for ok, message in checks:
             if not ok:
                 raise T2TError(f"bad config: {message}")
+        # Values that would be accepted and then ignored or misread: each named by its flag and value.
+        ranges = [
+            ("weight_decay", t.weight_decay, t.weight_decay >= 0, "must be >= 0"),
+            ("warmup_steps", t.warmup_steps, t.warmup_steps >= 0, "must be >= 0"),
+            ("max_grad_norm", t.max_grad_norm, t.max_grad_norm >= 0, "must be >= 0 (0 turns clipping off)"),
+            ("eval_examples", t.eval_examples, t.eval_examples >= (1 if t.eval_steps else 0),
+             "must be >= 1 while --eval-steps is on (--eval-steps 0 turns validation off)"),
+            ("lora_alpha", lo.lora_alpha, lo.lora_alpha > 0, "must be positive (LoRA scales by alpha / r)"),
+            ("micro_batch_tokens", d.micro_batch_tokens, d.micro_batch_tokens >= 0, "must be >= 0 (0 = auto)"),
+            ("pack_input_len", d.pack_input_len, d.pack_input_len > 1, "must be > 1"),
+            ("pack_target_len", d.pack_target_len, d.pack_target_len > 1, "must be > 1"),
+        ]
+        for name, value, ok, message in ranges:
+            if not ok:
+                raise T2TError(f"bad config: {configs.flag(name)} {value}: {message}")
 
 
 def build_config(values: dict[str, Any], origin: str = "config") -> FinetuneConfig:

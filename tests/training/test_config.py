@@ -51,3 +51,34 @@ def test_bad_yaml_file(tmp_path: Path) -> None:
         parse(["--config", str(bad)])
     with pytest.raises(T2TError, match="no such file"):
         parse(["--config", str(tmp_path / "missing.yaml")])
+
+
+@pytest.mark.parametrize(("values", "flag"), [
+    ({"weight_decay": -1}, "--weight-decay -1.0"),
+    ({"warmup_steps": -5}, "--warmup-steps -5"),
+    ({"lora_alpha": -32}, "--lora-alpha -32"),
+    ({"max_grad_norm": -1}, "--max-grad-norm -1.0"),
+    ({"micro_batch_tokens": -5}, "--micro-batch-tokens -5"),
+    ({"eval_examples": -3}, "--eval-examples -3"),
+    ({"eval_examples": 0, "eval_steps": 10}, "--eval-examples 0"),
+    ({"pack_input_len": 0}, "--pack-input-len 0"),
+    ({"pack_target_len": 1}, "--pack-target-len 1"),
+])
+def test_values_that_would_be_ignored_or_misread_are_refused_by_flag(values: dict, flag: str) -> None:
+    with pytest.raises(T2TError) as info:
+        build_config(values)
+    assert str(info.value).startswith(f"bad config: {flag}: must be")
+    assert "max_input_len" not in str(info.value)
+
+
+def test_zero_is_still_meaningful_where_documented() -> None:
+    cfg = build_config({"max_grad_norm": 0, "warmup_steps": 0, "weight_decay": 0, "micro_batch_tokens": 0,
+                        "eval_steps": 0, "eval_examples": 0})
+    assert (cfg.train.max_grad_norm, cfg.data.micro_batch_tokens, cfg.train.eval_examples) == (0, 0, 0)
+
+
+def test_impossible_yaml_values_in_a_config_file_are_one_error(tmp_path: Path) -> None:
+    bad = tmp_path / "dates.yaml"
+    bad.write_text("train:\n  seed: 2024-02-30\n")
+    with pytest.raises(T2TError, match="dates.yaml: not valid YAML: cannot read '2024-02-30'"):
+        parse(["--config", str(bad)])
