@@ -66,6 +66,9 @@ def read_adapter(spec: str) -> AdapterRun:
                       ("adapter_model.safetensors", "t2t reads only safetensors")):
         if not (path / name).is_file():
             raise T2TError(f"--adapter {path_text}: no {name} there ({why})")
+    from t2t.modeling.loading import check_adapter  # torch: only once an adapter is given
+
+    check_adapter(path_text)  # damaged files are refused before any model is scored
     resolved = path.resolve()
     label = label or (resolved.parent.name if resolved.name == "adapter" else resolved.name)
     manifest = _read_json(path.parent / "manifest.json", "run manifest")

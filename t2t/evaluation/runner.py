@@ -320,13 +320,13 @@ def _switch_adapter(model, adapter_dir: str, name: str, first: bool):
     """Load an adapter onto the (shared) base model and make it the active one."""
     from peft import PeftModel
 
-    from t2t.modeling.loading import load_adapter
+    from t2t.modeling.loading import add_adapter, load_adapter
 
     if first:
         return load_adapter(model, adapter_dir, name)
     assert isinstance(model, PeftModel)
     previous = model.active_adapter
-    model.load_adapter(adapter_dir, adapter_name=name, is_trainable=False)
+    add_adapter(model, adapter_dir, name)
     model.set_adapter(name)
     model.delete_adapter(previous)  # one adapter in memory at a time
     return model

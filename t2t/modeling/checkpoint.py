@@ -5,7 +5,9 @@ A checkpoint is a folder ``checkpoint-000100/`` holding
 - ``trainable.safetensors``: every trainable parameter (the LoRA weights, or the whole model);
 - ``optimizer.safetensors`` + the param groups in ``state.json``;
 - ``rng-rank{R}.safetensors``: each process's torch (and CUDA) generator state;
-- ``state.json``: step, scheduler, Python and NumPy RNG states, the mixture stream position.
+- ``state.json``: step, scheduler, Python and NumPy RNG states, the mixture stream position, and the
+  sha256 of every other file (``files``), verified on resume: a file truncated, zeroed or changed after
+  it was written is refused, naming it.
 
 It is built in a hidden temporary folder and renamed into place only when every file is written and
 flushed, so a crash during a save leaves the previous checkpoint as the newest complete one. No pickle
@@ -24,10 +26,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from t2t import atomic
 from t2t.errors import T2TError
+from t2t.modeling.integrity import check_safetensors, file_checksums, verify_checksums
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -146,7 +150,8 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: to
         barrier()
     if rank == 0:
         atomic.write_json(tmp / "state.json", {**state, "step": step, "world_size": world_size,
-                                               "optimizer": opt_meta, "rng": rng_state()}, indent=1)
+                                               "optimizer": opt_meta, "rng": rng_state(),
+                                               "files": file_checksums(tmp)}, indent=1)
         # A re-run of the same step after a resume replaces it: the old one is renamed away first.
         atomic.publish_dir(tmp, final)
         for _, old_path in list_checkpoints(root)[:-keep]:
@@ -158,15 +163,29 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: to
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int = 0,
                     world_size: int = 1) -> dict[str, Any]:
-    """Restore weights, optimiser and RNG states; return the saved training state."""
+    """Restore weights, optimiser and RNG states; return the saved training state.
+
+    Every file is checked first (its recorded sha256, then its safetensors header): a damaged checkpoint
+    is one T2TError naming the file, before anything is restored."""
+    advice = f"delete {path} to resume from the checkpoint before it"
     try:
-        state = json.loads((path / "state.json").read_text())
-        weights = load_file(str(path / "trainable.safetensors"))
-        opt_tensors = load_file(str(path / "optimizer.safetensors"))
-        rng_file = path / f"rng-rank{rank}.safetensors"
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        if not isinstance(state, dict):
+            raise ValueError("state.json is not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise T2TError(f"checkpoint {path}: state.json cannot be read ({exc}); {advice}") from None
+    if isinstance(state.get("files"), dict):
+        verify_checksums(path, state["files"], f"checkpoint {path}", advice)
+    rng_file = path / f"rng-rank{rank}.safetensors"
+    files = [path / "trainable.safetensors", path / "optimizer.safetensors", *([rng_file] if rng_file.exists() else [])]
+    for file in files:
+        check_safetensors(file, f"checkpoint {path}", advice)
+    try:
+        weights = load_file(str(files[0]))
+        opt_tensors = load_file(str(files[1]))
         rng = load_file(str(rng_file)) if rng_file.exists() else None
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise T2TError(f"checkpoint {path} cannot be read ({exc}); delete it to resume from the one before") from exc
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise T2TError(f"checkpoint {path} cannot be read ({exc}); {advice}") from None
     if state.get("world_size", 1) != world_size:
         raise T2TError(f"checkpoint {path} was written by {state.get('world_size')} processes, this run has "
                        f"{world_size}; resume with the same number of processes")
@@ -176,6 +195,11 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     if missing or unexpected:
         raise T2TError(f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected "
                        f"{unexpected[:3]}); was it written with another --model or --method?")
+    wrong = [f"{n} {tuple(weights[n].shape)} vs {tuple(p.shape)}" for n, p in params.items()
+             if weights[n].shape != p.shape]
+    if wrong:
+        raise T2TError(f"checkpoint {path} does not match the model's shapes ({wrong[0]}); was it written with "
+                       "another --model or --lora-r?")
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(weights[name].to(param.device, param.dtype))

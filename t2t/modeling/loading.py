@@ -10,16 +10,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
+import json
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from t2t.errors import T2TError
 from t2t.modeling.architecture import lora_target_modules
 from t2t.modeling.config import DEFAULT_MODEL
+from t2t.modeling.integrity import check_safetensors, recorded_checksums, verify_checksums
 from t2t.modeling.pretrained import MINILM_ED, ensure_minilm_ed, warmup_texts
 from t2t.modeling.tiny import ensure_tiny_model
 from t2t.tasks.registry import TaskRegistry
@@ -110,15 +113,29 @@ def apply_lora(model: torch.nn.Module, r: int, alpha: int, dropout: float,
     from peft import LoraConfig, TaskType, get_peft_model
 
     targets = list(target_modules) or lora_target_modules(model)
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    missing = [t for t in targets if t not in names]
+    by_name: dict[str, list[torch.nn.Module]] = {}
+    for n, module in model.named_modules():
+        by_name.setdefault(n.rsplit(".", 1)[-1], []).append(module)
+    linear = sorted(n for n, mods in by_name.items() if n and all(_lora_supported(m) for m in mods))
+    missing = [t for t in targets if t not in by_name]
     if missing:
         raise T2TError(f"--target-modules: {missing} not in this model (its linear layers include "
-                       f"{sorted(n for n in names if n)[:12]})")
+                       f"{linear[:12]})")
+    unsupported = [t for t in targets if not all(_lora_supported(m) for m in by_name[t])]
+    if unsupported:
+        kinds = sorted({type(m).__name__ for t in unsupported for m in by_name[t] if not _lora_supported(m)})
+        raise T2TError(f"--target-modules: {unsupported} are not linear layers here ({', '.join(kinds)}); LoRA "
+                       f"adapts linear layers: choose among {linear[:12]}")
     config = LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=r, lora_alpha=alpha, lora_dropout=dropout,
                         target_modules=targets)
     with _quiet_peft():
         return get_peft_model(model, config)
+
+
+def _lora_supported(module: torch.nn.Module) -> bool:
+    """A layer peft's LoRA can adapt: linear, embedding, convolution (and GPT-2's Conv1D)."""
+    return isinstance(module, (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d)) or \
+        type(module).__name__ == "Conv1D"
 
 
 @contextlib.contextmanager
@@ -130,18 +147,68 @@ def _quiet_peft() -> Iterator[None]:
         yield
 
 
+def check_adapter(adapter_dir: str | Path) -> dict[str, Any]:
+    """The checks :func:`load_adapter` makes before peft reads an adapter folder; returns its config.
+
+    Each failure is a one-line T2TError naming the file: ``adapter_config.json`` must be a JSON object;
+    in a folder t2t wrote, every file must have the sha256 recorded when it was written
+    (``t2t_checksums.json``); the weights must be a whole safetensors file.
+    """
+    path = Path(adapter_dir)
+    what = f"--adapter {adapter_dir}"
+    config_file, weights = path / "adapter_config.json", path / "adapter_model.safetensors"
+    if not config_file.is_file():
+        raise T2TError(f"{what}: no adapter_config.json there (point at the folder that t2t.finetune printed)")
+    if not weights.is_file():
+        raise T2TError(f"{what}: no adapter_model.safetensors (t2t reads only safetensors)")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise T2TError(f"{what}: {config_file} is not valid JSON ({str(exc).splitlines()[0]}); restore the "
+                       "adapter folder or train it again") from None
+    advice = "the adapter is damaged: restore the folder or train it again"
+    recorded = recorded_checksums(path, what)
+    if recorded is not None:
+        verify_checksums(path, recorded, what, advice)
+    check_safetensors(weights, what, advice)
+    return config
+
+
+@contextlib.contextmanager
+def _adapter_errors(adapter_dir: str | Path, config: dict[str, Any]) -> Iterator[None]:
+    """peft's errors on loading a checked adapter, as one line: a base of another shape, a bad config."""
+    what = f"--adapter {adapter_dir}"
+    try:
+        with _quiet_peft():
+            yield
+    except RuntimeError as exc:
+        if "size mismatch" not in str(exc):
+            raise
+        first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+        raise T2TError(f"{what} was trained on a base model of another shape ({first[:200]}); evaluate it "
+                       f"with the --model it was trained on (base_model_name_or_path in its adapter_config.json: "
+                       f"{config.get('base_model_name_or_path')!r})") from None
+    except (ValueError, KeyError, TypeError, SafetensorError) as exc:
+        raise T2TError(f"{what}: peft cannot load it ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                       "restore the folder or train it again") from None
+
+
 def load_adapter(model: torch.nn.Module, adapter_dir: str, name: str = "default") -> torch.nn.Module:
-    """Wrap a base model with a saved adapter (safetensors) for inference."""
+    """Wrap a base model with a saved adapter (safetensors) for inference, after :func:`check_adapter`."""
     from peft import PeftModel
 
-    path = Path(adapter_dir)
-    if not (path / "adapter_config.json").is_file():
-        raise T2TError(f"--adapter {adapter_dir}: no adapter_config.json there (point at the folder "
-                       "that t2t.finetune printed)")
-    if not (path / "adapter_model.safetensors").is_file():
-        raise T2TError(f"--adapter {adapter_dir}: no adapter_model.safetensors (t2t reads only safetensors)")
-    with _quiet_peft():
-        return PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=False)
+    config = check_adapter(adapter_dir)
+    with _adapter_errors(adapter_dir, config):
+        return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name, is_trainable=False)
+
+
+def add_adapter(model: Any, adapter_dir: str, name: str) -> None:
+    """Load one more adapter onto a ``PeftModel`` (peft's ``load_adapter``), after :func:`check_adapter`."""
+    config = check_adapter(adapter_dir)
+    with _adapter_errors(adapter_dir, config):
+        model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
 
 
 def choose_precision(wanted: str) -> str:

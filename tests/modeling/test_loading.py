@@ -139,9 +139,6 @@ def test_unknown_target_module_is_a_t2t_error(tiny: str) -> None:
     assert str(info.value).startswith("--target-modules: ['q_proj', 'fc1'] not in this model")
 
 
-@pytest.mark.xfail(strict=True, reason="apply_lora accepts any module name (dropout, layer_norm, block, 0) as a "
-                   "target; peft then raises a multi-line ValueError ('Target module Dropout(...) is not "
-                   "supported') instead of a one-line T2TError")
 @pytest.mark.parametrize("target", ["dropout", "layer_norm"])
 def test_non_linear_target_module_is_a_t2t_error(tiny: str, target: str) -> None:
     with pytest.raises(T2TError, match="--target-modules"):
