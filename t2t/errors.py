@@ -61,6 +61,15 @@ class TaskFilesError(T2TError):
         super().__init__(head + " | ".join(lines))
 
 
+class Stopped(KeyboardInterrupt):
+    """A run stopped on request (SIGINT, SIGTERM) after saving what it could: the message says what was
+    kept and how to continue; the exit status is 128 + the signal's number."""
+
+    def __init__(self, message: str, code: int = 130) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def debug_requested(argv: Sequence[str] | None) -> bool:
     args = sys.argv[1:] if argv is None else argv
     return "--debug" in args or os.environ.get("T2T_DEBUG", "") not in ("", "0")
@@ -76,6 +85,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         message = " ".join(str(exc).split("\n")) if not isinstance(exc, TaskFilesError) else str(exc)
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except Stopped as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -7,11 +7,36 @@ import math
 import time
 from pathlib import Path
 
+from t2t.atomic import write_text
+
+
+def truncate_metrics(out: Path, step: int) -> int:
+    """Keep the records of ``metrics.jsonl`` up to ``step`` (a resumed run logs the later ones again);
+    a torn last line (a kill mid-write) goes too. Rewritten atomically; returns the records dropped."""
+    path = out / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+            keep = isinstance(record, dict) and int(record.get("step", 0)) <= step
+        except (ValueError, TypeError):
+            keep = False
+        if keep:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        write_text(path, "".join(f"{line}\n" for line in kept))
+    return dropped
+
 
 class MetricsLogger:
     """Progress bar (loss, tokens/s, ETA), metrics.jsonl and TensorBoard, on the main process only."""
 
-    def __init__(self, out: Path, active: bool, progress: bool, start: int, total: int, every: int) -> None:
+    def __init__(self, out: Path, active: bool, progress: bool, start: int, total: int, every: int,
+                 resumed: bool = False) -> None:
         self.active, self.out, self.every, self.total = active, out, every, total
         self.bar = self.tb = self.file = None
         self.t0, self.tokens, self.last_loss = time.perf_counter(), 0, math.nan
@@ -21,7 +46,8 @@ class MetricsLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(out / "tb"))
+            # On resume, TensorBoard drops its own events after the checkpoint's step (purge_step).
+            self.tb = SummaryWriter(str(out / "tb"), purge_step=start + 1 if resumed else None)
         except ImportError:
             self.tb = None
         if progress:

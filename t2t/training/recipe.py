@@ -11,7 +11,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-from collections.abc import Sequence
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +22,16 @@ import torch
 
 from t2t.atomic import write_dir, write_json
 from t2t.data.batches import Batcher, StepBatches, StepDataset, auto_workers, step_loader
-from t2t.errors import T2TError
+from t2t.errors import Stopped, T2TError
 from t2t.mixtures.stream import build_stream
 from t2t.modeling.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from t2t.modeling.integrity import record_checksums
 from t2t.modeling.loading import apply_lora, choose_precision, load_model, load_tokenizer, resolve_model
 from t2t.modeling.loss import Seq2SeqLoss
 from t2t.tasks.task import Example
 from t2t.training.config import FinetuneConfig
-from t2t.training.monitor import MetricsLogger
-from t2t.training.output import prepare_output_dir
+from t2t.training.monitor import MetricsLogger, truncate_metrics
+from t2t.training.output import prepare_output_dir, retire_previous_run
 from t2t.versions import library_versions
 
 
@@ -45,8 +49,9 @@ def validation_examples(mixture: Any, n: int) -> list[Example]:
     for entry in tasks:
         try:
             rows = load_rows(entry.task, "validation")
-        except T2TError:
-            continue
+        except T2TError as exc:  # never skipped silently: the validation loss would cover fewer tasks
+            raise T2TError(f"validation examples (--eval-steps): {exc} (--eval-steps 0 turns validation "
+                           "off)") from None
         templates = list(entry.templates)
         for i in range(min(per_task, len(rows))):
             ex = entry.task.render(rows[i], i, templates[i % len(templates)])
@@ -87,7 +92,8 @@ class FinetuneRecipe:
         # The mixture is checked (held-out leakage, unknown names) before anything is written.
         self.stream = build_stream(cfg.data.mixture, heldout=cfg.data.heldout, seed=t.seed,
                                    task_dirs=cfg.data.task_dir, mixture_dirs=cfg.data.mixture_dir)
-        self.out = prepare_output_dir(cfg, self.is_main)
+        # Checked, writable and locked against a second writer; nothing old is removed yet.
+        self.out, self.lock = prepare_output_dir(cfg, self.is_main)
         acc.wait_for_everyone()
         self.ckpt_root = self.out / "checkpoints"
         self.start_step, resume_from = self._resume_point()
@@ -96,7 +102,28 @@ class FinetuneRecipe:
             self._restore(resume_from)
         self.manifest = self.stream.manifest()
         if self.is_main:
-            self._write_run_files()
+            with self._writing("the run files"):
+                if t.overwrite and not t.resume:
+                    # The new run has its model, tokenizer and data: only now is the old one removed.
+                    retire_previous_run(self.out)
+                if resume_from is not None:
+                    truncate_metrics(self.out, self.start_step)  # the steps after it are logged again
+                self._write_run_files()
+        acc.wait_for_everyone()
+
+    @contextlib.contextmanager
+    def _writing(self, what: str, step: int | None = None) -> Iterator[None]:
+        """An OSError while writing (a full disk, a folder gone read-only) as one T2TError that says what
+        was kept. Every write is atomic, so the files already there are whole."""
+        try:
+            yield
+        except OSError as exc:
+            last = list_checkpoints(self.ckpt_root)
+            at = f" at step {step}" if step is not None else ""
+            kept = f"the last complete checkpoint is {last[-1][1]}" if last else "no checkpoint was written yet"
+            raise T2TError(f"--output-dir {self.out}: cannot write {what}{at} ({exc.strerror or exc}); nothing "
+                           f"written before was damaged and {kept}; free space (or fix the folder) and run again"
+                           f"{' with --resume' if last else ''}") from None
 
     def _resume_point(self) -> tuple[int, Path | None]:
         if not self.t.resume:
@@ -146,17 +173,53 @@ class FinetuneRecipe:
     # -- train -------------------------------------------------------------------------------------
     def train(self) -> None:
         t, acc = self.t, self.accelerator
-        logger = MetricsLogger(self.out, self.is_main, t.progress, self.start_step, t.max_steps, t.log_steps)
+        with self._writing("metrics.jsonl and tb/"):
+            logger = MetricsLogger(self.out, self.is_main, t.progress, self.start_step, t.max_steps, t.log_steps,
+                                   resumed=t.resume)
         self.loss_module.train()
         steps = StepDataset(self.stream, self.batcher, t.batch_size, t.grad_accum, self.rank, self.world)
         on_gpu = acc.device.type == "cuda"
         workers = auto_workers(self.cfg.data.data_workers, on_gpu, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         loader = step_loader(steps, self.start_step, t.max_steps, workers, pin_memory=on_gpu)
         try:
-            for step, prepared in zip(range(self.start_step, t.max_steps), loader, strict=True):
-                self._step(step + 1, prepared, logger)
+            with stop_signals() as stop:
+                for step, prepared in zip(range(self.start_step, t.max_steps), loader, strict=True):
+                    with self._writing("metrics or a checkpoint", step + 1):
+                        self._step(step + 1, prepared, logger)
+                        if step + 1 < t.max_steps and self._stop_requested(stop):
+                            self._stop(step + 1, stop.signum)
         finally:
-            logger.close()
+            with contextlib.suppress(OSError):
+                logger.close()
+
+    def _stop_requested(self, stop: StopSignals) -> bool:
+        """Whether a stop signal arrived (on any process: every process must stop at the same step)."""
+        if self.world == 1:
+            return stop.signum is not None
+        flag = torch.tensor(float(stop.signum or 0), device=self.accelerator.device)
+        signum = int(self.accelerator.reduce(flag, reduction="sum").item())
+        if signum and stop.signum is None:
+            stop.signum = signal.SIGTERM
+        return bool(signum)
+
+    def _stop(self, done: int, signum: int) -> None:
+        """SIGINT/SIGTERM: a checkpoint of step ``done`` (unless one was just written), then :class:`Stopped`."""
+        t = self.t
+        if not (t.save_steps and done % t.save_steps == 0):
+            self._save_checkpoint(done, self.last_loss)
+        self.accelerator.wait_for_everyone()
+        name = signal.Signals(signum).name
+        message = (f"stopped by {name} after step {done} of {t.max_steps}: checkpoint saved in "
+                   f"{self.ckpt_root / f'checkpoint-{done:06d}'}; continue with the same options and --resume "
+                   f"(python -m t2t.finetune ... --output-dir {self.out} --resume)")
+        raise Stopped(message, 128 + signum)
+
+    def _save_checkpoint(self, done: int, loss: float) -> None:
+        t, acc = self.t, self.accelerator
+        state = {"scheduler": self.scheduler.state_dict(), "stream": self.stream.state_dict(done * t.batch_size),
+                 "config": self.cfg.to_dict(), "loss": loss}
+        save_checkpoint(self.ckpt_root, done, self.model, self.optimizer, state, t.keep_checkpoints,
+                        self.rank, self.world, acc.wait_for_everyone if self.world > 1 else None)
 
     def _step(self, done: int, prepared: StepBatches, logger: MetricsLogger) -> None:
         """Optimiser step number ``done`` (1-based): backward, checks, update, logs, checkpoint."""
@@ -177,18 +240,18 @@ class FinetuneRecipe:
                     float(grad_norm) if grad_norm is not None else None, real_tokens * self.world)
         if t.eval_steps and self.val_examples and (done % t.eval_steps == 0 or done == t.max_steps):
             logger.log(done, {"val_loss": evaluate_loss(self.loss_module, self.batcher, self.val_examples, acc)})
+        self.last_loss = float(step_loss)
         if (t.save_steps and done % t.save_steps == 0) or done == t.max_steps:
-            state = {"scheduler": self.scheduler.state_dict(), "stream": self.stream.state_dict(done * t.batch_size),
-                     "config": self.cfg.to_dict(), "loss": float(step_loss)}
-            save_checkpoint(self.ckpt_root, done, self.model, self.optimizer, state, t.keep_checkpoints,
-                            self.rank, self.world, acc.wait_for_everyone if self.world > 1 else None)
+            self._save_checkpoint(done, self.last_loss)
 
     # -- save --------------------------------------------------------------------------------------
     def save(self) -> dict[str, Any]:
         """The tuned weights: ``adapter/`` for LoRA, ``model/`` for full fine-tuning (and ``merged/``)."""
         tuned_dir = self.out / ("adapter" if self.cfg.tuning.method == "lora" else "model")
         if self.is_main:
-            save_final(self.model, self.tokenizer, tuned_dir, merge_dir=self.out / "merged" if self.t.merge else None)
+            with self._writing(f"{tuned_dir.name}/"):
+                save_final(self.model, self.tokenizer, tuned_dir,
+                           merge_dir=self.out / "merged" if self.t.merge else None)
         self.accelerator.wait_for_everyone()
         heldout = [h["name"] for h in self.manifest["heldout"]["tasks"]]
         return {"is_main": self.is_main, "tuned_dir": str(tuned_dir), "heldout": heldout,
@@ -198,9 +261,44 @@ class FinetuneRecipe:
 def train(cfg: FinetuneConfig) -> dict[str, Any]:
     """Run the recipe; returns where the tuned weights are (``tuned_dir``), the held-out tasks and the run."""
     recipe = FinetuneRecipe(cfg)
-    recipe.setup()
-    recipe.train()
-    return recipe.save()
+    try:
+        recipe.setup()
+        recipe.train()
+        return recipe.save()
+    finally:
+        lock = getattr(recipe, "lock", None)
+        if lock is not None:
+            lock.release()
+
+
+class StopSignals:
+    """SIGINT and SIGTERM while training: the first one asks the loop to stop at the next step boundary
+    (with a checkpoint); a second SIGINT interrupts at once, as before."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after this step, with a checkpoint (Ctrl-C again to "
+              "stop at once, without one)", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[StopSignals]:
+    """Install :class:`StopSignals` for SIGINT and SIGTERM (main thread only), restore the old handlers after."""
+    stop = StopSignals()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # Options that may change between a run and its resumption: they do not change what is computed.
@@ -277,6 +375,7 @@ def _save_model_dir(model: torch.nn.Module, tokenizer: Any, out: Path) -> None:
     with write_dir(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
+        record_checksums(tmp)  # verified when evaluate loads the adapter (t2t.modeling.integrity)
 
 
 def save_final(model: torch.nn.Module, tokenizer: Any, out: Path, merge_dir: Path | None = None) -> None:
