@@ -142,3 +142,11 @@ def test_render_of_an_unreachable_hub_dataset_still_falls_back(tmp_path: Path, m
     rows, used = cli.preview_rows(task, "validation", 3)
     assert used == "example" and rows == [{"x": "e", "label": 0}]
     assert "rendering the file's example rows instead" in capsys.readouterr().err
+
+
+def test_an_over_long_render_names_the_row(tmp_path: Path) -> None:
+    task = task_over(tmp_path, (GOOD + json.dumps({"x": "y" * 200_000, "label": 1}) + "\n").encode())
+    rows = load_rows(task, "train")
+    with pytest.raises(TaskFileError) as info:
+        task.render(rows[1], 1, "b")
+    assert info.value.row == 1 and "output longer than" in str(info.value)
