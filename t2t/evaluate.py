@@ -46,6 +46,7 @@ are comma-separated and repeatable; a yes/no option is given bare (``--log-sampl
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,7 +120,26 @@ def check_output_dir(out: Path, overwrite: bool) -> Path:
     if existing and not overwrite:
         raise T2TError(f"--output-dir {out} already holds results ({', '.join(existing)}); pass --overwrite "
                        "to replace them or choose another --output-dir")
+    check_writable(out)
     return out
+
+
+def check_writable(out: Path) -> None:
+    """The report can be written there: found out before the models are scored, not after."""
+    if out.is_dir():
+        probe = out / f".write-test-{os.getpid()}"
+        try:
+            with open(probe, "w") as f:
+                f.write("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise T2TError(f"--output-dir {out} is not writable ({exc.strerror or exc}); choose another "
+                           "--output-dir") from None
+        return
+    parent = next((p for p in out.parents if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise T2TError(f"--output-dir {out}: cannot create it in {parent} (not a writable folder); choose another "
+                       "--output-dir")
 
 
 def resolve_from_runs(cfg: EvaluateConfig, runs: Sequence[AdapterRun]) -> EvaluateConfig:

@@ -10,6 +10,7 @@ The command line, task selection and output folder rules: :mod:`t2t.evaluate`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from t2t import config as configs
-from t2t.atomic import write_text
+from t2t.atomic import fsync_dir
 from t2t.errors import T2TError
 from t2t.evaluation.config import EvaluateConfig
 from t2t.evaluation.prompts import Exemplars, Prompt, build_prompts, pick_split
@@ -337,22 +338,36 @@ def _switch_adapter(model, adapter_dir: str, name: str, first: bool):
 def write_outputs(result: EvalResult, out: Path) -> dict[str, Path]:
     """``report.md``, ``results.json``, ``report.png`` and (with a config) ``config.yaml`` in ``out``.
 
-    Each file is renamed into place: an interrupted run never leaves a truncated report in place of an
-    earlier one (with --overwrite). Everything is rendered before the first file is replaced.
+    Every file is rendered and written under a hidden name first; only when all are whole are they renamed
+    into place. A full disk or a read-only folder is one T2TError, and earlier results stay as they were.
     """
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise T2TError(f"--output-dir {out}: cannot create it ({exc.strerror or exc})") from None
     paths = {"markdown": out / "report.md", "json": out / "results.json", "png": out / "report.png"}
-    markdown = result.markdown()
-    data = json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n"
-    staged_png = out / ".report.tmp.png"  # matplotlib writes to a path: staged and renamed by hand
-    plot_bars(result.report, staged_png)
-    os.replace(staged_png, paths["png"])
-    write_text(paths["json"], data)
-    write_text(paths["markdown"], markdown)
+    texts = {"markdown": result.markdown(), "json": json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n"}
     if result.config is not None:
+        import yaml
+
         paths["config"] = out / "config.yaml"
-        configs.save(result.config, paths["config"])
+        texts["config"] = yaml.safe_dump(configs.to_dict(result.config), sort_keys=False)
+    staged = {key: path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}") for key, path in paths.items()}
+    try:
+        plot_bars(result.report, staged["png"])  # matplotlib writes to a path (its suffix names the format)
+        for key, text in texts.items():
+            with open(staged[key], "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        for key, path in paths.items():
+            os.replace(staged[key], path)
+        fsync_dir(out)
+    except OSError as exc:
+        raise T2TError(f"--output-dir {out}: cannot write the report ({exc.strerror or exc}); earlier results "
+                       "there are unchanged; free space or choose another --output-dir") from None
+    finally:
+        for tmp in staged.values():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
     return paths
