@@ -277,8 +277,11 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.pid = os.getpid()
 
     def handle(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self.pid:
+            return  # a data worker forked with this handler (Ctrl-C reaches it too): the main process decides
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
