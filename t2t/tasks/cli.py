@@ -18,7 +18,7 @@ from typing import Any
 
 from t2t.errors import T2TError, run_cli
 from t2t.tasks import catalog
-from t2t.tasks.promptsource import import_file
+from t2t.tasks.promptsource import TEXT_VAR_LENGTH, import_collection
 from t2t.tasks.registry import TaskRegistry, task_dirs
 from t2t.tasks.task import Task, warn
 
@@ -135,8 +135,11 @@ def import_promptsource(args: argparse.Namespace) -> int:
                            '\'{"premise": "...", "label": 0}\'')
         examples.append(row)
     for path in args.paths:
-        out = import_file(path, args.out, args.cluster, args.name, args.overwrite, examples)
-        print(f"wrote {out}")
+        done = import_collection(path, args.out, args.cluster, args.name, args.overwrite, examples,
+                                 None if args.no_truncate else TEXT_VAR_LENGTH)
+        print(f"wrote {done.path} ({len(done.templates)} templates)")
+        for name, template_id, reason in done.refused:
+            print(f"  refused template '{name}' (promptsource {template_id}): {reason}")
     if not examples:
         print("add a row of the dataset as 'example:' in its front matter (or re-import with --example) so that "
               "'python -m t2t.tasks check' can render every template")
@@ -247,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a dataset row as JSON, written as the file's example row and rendered by every "
                                "template now and by 'check' later (repeatable)")
     p_import.add_argument("--overwrite", action="store_true", help="replace an existing task file")
+    p_import.add_argument("--no-truncate", action="store_true",
+                          help="render full field text (default: promptsource's cut of every {{ }} value to "
+                               f"{TEXT_VAR_LENGTH} characters, as T0's data)")
     p_import.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     for p in (p_list, p_show, p_render, p_check):
         add_task_dir_option(p)

@@ -21,36 +21,138 @@ Jinja with per-template ``answer_choices`` and metadata. Each becomes one block 
 - ``original_task: false`` (older files: ``task_template: false``) templates do another task: they become
   ``inverted`` (trained on, never scored), as T0 scored only original-task prompts. A template without
   answer choices in a task with choices is inverted too (it cannot be rank-classified).
-- promptsource's ``choice`` filter (``x | choice``) becomes t2t's seeded ``choice(x)``; its metric names
-  map to t2t's (Accuracy -> accuracy, BLEU -> bleu, ROUGE -> rouge_l, Squad -> f1); others are left to
-  the default.
+- The file says ``promptsource: {truncate: 2048}``: its templates render in promptsource's environment
+  (:func:`environments`): the ``choice`` filter (seeded per example, marked ``pass_context`` so Jinja
+  cannot fold ``[0, 1, 2] | choice`` into one pick at compile time), ``most_frequent`` and ``zip``; None
+  prints as ``None``; a literal ``|||`` inside row text is protected (only the template's own splits input
+  from target); every ``{{ }}`` value is cut to 2,048 characters as ``Template.apply`` does by default
+  (``truncate: false``: full text); answer choices keep their positions (an empty one is not dropped).
+  The Jinja is copied as it is, with no rewriting.
+- Metric names map to t2t's (Accuracy -> accuracy, BLEU -> bleu, ROUGE -> rouge_l, Squad -> f1); others
+  are left to the default.
+- A template that cannot work in t2t (fixed answer choices with a repeat or an empty one, which cannot be
+  rank-classified; Jinja the sandbox refuses; a failing render of an example row) is refused alone, with
+  its reason (in the file's front matter as a comment and in :class:`Imported`); the rest import.
 - Block names are the template names made into identifiers; the original name and id are kept in each
   block's ``description``.
 
 promptsource files use the YAML tags ``!Template`` and ``!TemplateMetadata``; they are read here as
 plain mappings by a safe loader, nothing else is constructed. Run ``python -m t2t.tasks check FILE`` on
 the result: a template that needs a filter or global t2t does not offer is reported there, by name.
+
+promptsource's own rendering (``promptsource/templates.py``, ``Template.apply`` and
+``get_answer_choices_list``) is what :func:`environments`, :func:`protect` and :func:`split_choices`
+reproduce; ``tests/tasks/test_promptsource_fidelity.py`` compares the two.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import jinja2
 import yaml
+from jinja2.filters import do_truncate
+from jinja2.sandbox import SecurityError
 
 from t2t import yamlsafe
-from t2t.errors import T2TError
-from t2t.tasks.registry import TaskRegistry
+from t2t.errors import T2TError, TaskFileError
+from t2t.tasks.sandbox import Helper, check_printable
+
+if TYPE_CHECKING:
+    from t2t.tasks.sandbox import T2TSandbox
 
 METRICS = {"accuracy": "accuracy", "bleu": "bleu", "rouge": "rouge_l", "squad": "f1"}
-_CHOICE_FILTER = re.compile(r"([A-Za-z_][\w.]*(?:\[[^\]|{}]*\])*)\s*\|\s*choice\b")
+TEXT_VAR_LENGTH = 2048  # promptsource's TEXT_VAR_LENGTH: Template.apply(truncate=True) cuts every {{ }} value
+PIPE_PROTECTOR = "3ed2dface8203c4c9dfb1a5dc58e41e0"  # promptsource's Template.pipe_protector
+SEPARATOR = "|||"
+
+
+# -- promptsource's environment, for imported files --------------------------------------------------
+def protect(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The row with ``|||`` in its top-level string values replaced (promptsource's ``_escape_pipe``)."""
+    return {k: v.replace(SEPARATOR, PIPE_PROTECTOR) if isinstance(v, str) else v for k, v in row.items()}
+
+
+def unprotect(text: str) -> str:
+    return text.replace(PIPE_PROTECTOR, SEPARATOR)
+
+
+def split_choices(text: str) -> tuple[str, ...]:
+    """Rendered ``answer_choices`` as promptsource splits them: every position kept, each stripped."""
+    return tuple(unprotect(c.strip()) for c in text.split(SEPARATOR))
+
+
+def most_frequent(items: Any) -> list[Any] | None:
+    """promptsource's ``most_frequent`` filter: the items that occur most often, in first-seen order."""
+    if not items:
+        return None
+    counts = Counter(items).most_common()
+    return [item for item, n in counts if n == counts[0][1]]
+
+
+@jinja2.pass_context
+def _choice(context: Any, seq: Any) -> Any:
+    """promptsource's ``choice`` filter, drawn from the render's seeded generator (``t2t.choice``).
+
+    ``pass_context`` keeps Jinja from evaluating ``[0, 1, 2, 3] | choice`` once at compile time."""
+    own = context.get("t2t")
+    pick = own.get("choice") if isinstance(own, dict) else None
+    return pick(seq) if pick is not None else random.Random(0).choice(list(seq))
+
+
+def _finalize(env: jinja2.Environment, truncate: int | None) -> Callable[[Any], Any]:
+    def finalize(value: Any) -> Any:
+        if isinstance(value, jinja2.Undefined):
+            return value  # printing it raises the proper "'x' is undefined"
+        if callable(value):
+            raise SecurityError("a function, method or class cannot be printed; call it, e.g. text.upper()")
+        if truncate is None:
+            return value  # None prints as "None", as in promptsource's plain Environment
+        return do_truncate(env, str(value), truncate)  # `| string | truncate(2048)`
+
+    return finalize
+
+
+def _string(value: Any, *args: Any, **kwargs: Any) -> str:
+    check_printable(value if value is not None else "")
+    return jinja2.filters.do_string(value)
+
+
+def environments(env: T2TSandbox, option: Any, error: Callable[..., Exception]
+                 ) -> tuple[T2TSandbox, T2TSandbox]:
+    """(environment for templates, environment for answer choices) of an imported promptsource file.
+
+    ``option`` is the front matter's ``promptsource:`` value: ``{truncate: N}`` (2,048 as promptsource,
+    ``false`` for full text). Both are overlays of the sandbox (same limits) with promptsource's filters and
+    globals; answer choices are never truncated (``get_answer_choices_list`` does not truncate).
+    """
+    option = {} if option is True else option
+    if not isinstance(option, dict) or set(option) - {"truncate"}:
+        raise error("promptsource must be a mapping {truncate: 2048} (or {truncate: false} for full text)",
+                    field="promptsource")
+    truncate = option.get("truncate", TEXT_VAR_LENGTH)
+    if truncate is False:
+        truncate = None
+    elif not (isinstance(truncate, int) and not isinstance(truncate, bool) and truncate > 3):
+        raise error("truncate must be a number of characters (> 3) or false", field="promptsource.truncate")
+    return _overlay(env, truncate), _overlay(env, None)
+
+
+def _overlay(env: T2TSandbox, truncate: int | None) -> T2TSandbox:
+    out = env.overlay()
+    out.finalize = _finalize(out, truncate)
+    out.filters = {**env.filters, "choice": _choice, "most_frequent": most_frequent, "string": _string}
+    out.globals = {**env.globals, "zip": Helper("zip", zip), "range": Helper("range", out._range)}
+    return out
 
 
 class _PromptsourceLoader(yaml.SafeLoader):
@@ -105,7 +207,17 @@ def _choices(value: Any) -> list[str] | str | None:
     text = str(value)
     if "{" in text:
         return text
-    return [c.strip() for c in text.split("|||") if c.strip()]
+    return [c.strip() for c in text.split(SEPARATOR)]  # every position, as promptsource splits them
+
+
+def _refusal(choices: list[str] | str | None) -> str | None:
+    """Why fixed answer choices cannot be t2t choices (rank classification needs distinct, non-empty ones)."""
+    if not isinstance(choices, list):
+        return None
+    if "" in choices:
+        return f"its answer choices {choices} hold an empty one"
+    repeated = [c for c, n in Counter(choices).items() if n > 1]
+    return f"its answer choices {choices} repeat {repeated[0]!r}" if repeated else None
 
 
 def _is_original(meta: Mapping[str, Any]) -> bool:
@@ -115,20 +227,40 @@ def _is_original(meta: Mapping[str, Any]) -> bool:
     return True
 
 
+@dataclass
+class Imported:
+    """What an import wrote: the task file, and the templates refused (name, promptsource id, reason)."""
+
+    path: Path
+    templates: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str, str]] = field(default_factory=list)
+
+
 def to_task_file(collection: Mapping[str, Any], cluster: str, name: str | None = None,
-                 examples: Sequence[Mapping[str, Any]] = ()) -> tuple[str, str]:
+                 examples: Sequence[Mapping[str, Any]] = (), truncate: int | None = TEXT_VAR_LENGTH,
+                 refused: Mapping[str, str] | None = None) -> tuple[str, str]:
     """(task name, text of the t2t task file) for a parsed promptsource collection; ``examples`` are
-    dataset rows written as the file's ``example:`` rows (what ``t2t.tasks check`` renders)."""
+    dataset rows written as the file's ``example:`` rows (what ``t2t.tasks check`` renders).
+
+    ``truncate``: promptsource's cut of every ``{{ }}`` value (None: full text). ``refused`` maps
+    promptsource template ids to the reason they are left out (more are added for unusable choices).
+    """
     dataset, subset = collection["dataset"], collection.get("subset")
     name = name or re.sub(r"[^A-Za-z0-9_.\-]+", "_", f"{dataset.split('/')[-1]}_{subset}" if subset else
                           dataset.split("/")[-1])
     taken: set[str] = set()
-    blocks = []
+    blocks, left_out = [], []
+    refused = dict(refused or {})
     for t in collection["templates"]:
         meta = t.get("metadata") or {}
-        blocks.append({"block": _identifier(t["name"], taken), "name": t["name"], "id": t["id"],
-                       "choices": _choices(t.get("answer_choices")), "original": _is_original(meta),
-                       "metrics": [m for m in meta.get("metrics") or [] if isinstance(m, str)], "jinja": t["jinja"]})
+        block = {"block": _identifier(t["name"], taken), "name": t["name"], "id": t["id"],
+                 "choices": _choices(t.get("answer_choices")), "original": _is_original(meta),
+                 "metrics": [m for m in meta.get("metrics") or [] if isinstance(m, str)], "jinja": t["jinja"]}
+        reason = refused.get(t["id"]) or _refusal(block["choices"])
+        if reason:
+            left_out.append((block["name"], block["id"], reason))
+        else:
+            blocks.append(block)
     scored = [b for b in blocks if b["original"] and b["choices"] is not None]
     common = Counter(repr(b["choices"]) for b in scored).most_common(1)
     task_choices = next((b["choices"] for b in scored if repr(b["choices"]) == common[0][0]), None) if common else None
@@ -136,7 +268,8 @@ def to_task_file(collection: Mapping[str, Any], cluster: str, name: str | None =
                       if m.lower() in METRICS})
     front: dict[str, Any] = {"cluster": cluster,
                              "description": f"promptsource templates for {dataset}" + (f"/{subset}" if subset else ""),
-                             "source": {"hf": dataset, **({"config": subset} if subset else {})}}
+                             "source": {"hf": dataset, **({"config": subset} if subset else {})},
+                             "promptsource": {"truncate": truncate if truncate is not None else False}}
     if task_choices is not None:
         front["choices"] = task_choices
     if metrics:
@@ -155,20 +288,20 @@ def to_task_file(collection: Mapping[str, Any], cluster: str, name: str | None =
         settings[b["block"]] = s
     front["templates"] = settings
     head = yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1000)
+    notes = "".join(f"# refused: {n} (promptsource {i}): {' '.join(r.split())}\n" for n, i, r in left_out)
     body = []
     for b in blocks:
-        jinja = _CHOICE_FILTER.sub(r"choice(\1)", b["jinja"])
-        body.append(f"{{% block {b['block']} %}}{_answer_choices(b['choices'], task_choices)}{jinja}\n"
+        body.append(f"{{% block {b['block']} %}}{_answer_choices(b['choices'], task_choices)}{b['jinja']}\n"
                     "{% endblock %}\n")
-    return name, f"---\n{head}---\n" + "\n".join(body)
+    return name, f"---\n{head}{notes}---\n" + "\n".join(body)
 
 
 def _answer_choices(own: list[str] | str | None, task_choices: list[str] | str | None) -> str:
     """Jinja that defines ``answer_choices`` at the top of a block, as promptsource templates expect it."""
+    if own is None:
+        return "{% set answer_choices = none %}"  # promptsource passes None for a template without choices
     if task_choices is not None:  # t2t's choices: the task's, or the template's override
         return "{% set answer_choices = t2t.choices %}"
-    if own is None:
-        return ""
     # A task without choices (generation): a template that has its own keeps them inside the block.
     if isinstance(own, list):
         return f"{{% set answer_choices = {json.dumps(own)} %}}"
@@ -176,33 +309,75 @@ def _answer_choices(own: list[str] | str | None, task_choices: list[str] | str |
             "{% set answer_choices = answer_choices_text.split('|||') | map('trim') | list %}")
 
 
-def import_file(path: str | Path, out_dir: str | Path, cluster: str, name: str | None = None,
-                overwrite: bool = False, examples: Sequence[Mapping[str, Any]] = ()) -> Path:
-    """Write the t2t task file for promptsource ``path`` into ``out_dir``; return its path.
+def block_ids(collection: Mapping[str, Any]) -> dict[str, str]:
+    """Block name -> promptsource template id, as :func:`to_task_file` names the blocks."""
+    taken: set[str] = set()
+    return {_identifier(t["name"], taken): t["id"] for t in collection["templates"]}
 
-    The file is written beside its destination, loaded as a task and every template rendered on the
-    ``examples`` rows (so a broken import never lands in a task folder), then renamed into place.
+
+def _failed_template(exc: TaskFileError, blocks: Mapping[str, str]) -> str | None:
+    """The promptsource id of the template a load or render error is about, if it names one."""
+    where = exc.template or (exc.field.split(".")[1] if (exc.field or "").startswith("templates.") else None)
+    return blocks.get(where) if where else None
+
+
+def import_collection(path: str | Path, out_dir: str | Path, cluster: str, name: str | None = None,
+                      overwrite: bool = False, examples: Sequence[Mapping[str, Any]] = (),
+                      truncate: int | None = TEXT_VAR_LENGTH) -> Imported:
+    """Write the t2t task file for promptsource ``path`` into ``out_dir``.
+
+    The file is written beside its destination, loaded as a task and every template rendered on every
+    ``examples`` row (so a broken import never lands in a task folder), then renamed into place. A template
+    that fails there is refused alone, with its reason, and the rest is imported again; when every template
+    is refused nothing is written. A field missing from an example row fails the import (fix the row).
     """
-    task_name, text = to_task_file(read_collection(path), cluster, name, examples)
-    out = Path(out_dir) / f"{task_name}.jinja"
-    if out.exists() and not overwrite:
-        raise T2TError(f"{out} already exists; pass --overwrite to replace it or --name to pick another name")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=".import-", dir=out.parent))
-    except OSError as exc:
-        raise T2TError(f"{out.parent}: cannot write there ({exc.strerror or exc})") from None
-    try:
-        staged = scratch / out.name
-        staged.write_text(text, encoding="utf-8")
+    from t2t.tasks.registry import TaskRegistry  # registry -> task -> this module's environments
+
+    collection = read_collection(path)
+    refused: dict[str, str] = {}
+    while True:
+        task_name, text = to_task_file(collection, cluster, name, examples, truncate, refused)
+        out = Path(out_dir) / f"{task_name}.jinja"
+        if out.exists() and not overwrite:
+            raise T2TError(f"{out} already exists; pass --overwrite to replace it or --name to pick another name")
         try:
-            task = TaskRegistry.load(include_builtin=False, paths=[staged]).get(task_name)
-            for template in task.template_names:
-                for i, row in enumerate(task.example_rows):
-                    task.render(row, i, template)
-        except T2TError as exc:
-            raise T2TError(f"{path}: the imported task does not load ({exc})") from None
-        staged.replace(out)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return out
+            out.parent.mkdir(parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(prefix=".import-", dir=out.parent))
+        except OSError as exc:
+            raise T2TError(f"{out.parent}: cannot write there ({exc.strerror or exc})") from None
+        try:
+            staged = scratch / out.name
+            staged.write_text(text, encoding="utf-8")
+            try:
+                task = TaskRegistry.load(include_builtin=False, paths=[staged]).get(task_name)
+                for template in task.template_names:
+                    for i, row in enumerate(task.example_rows):
+                        task.render(row, i, template)
+            except TaskFileError as exc:
+                failed = _failed_template(exc, block_ids(collection))
+                # A field missing from an example row is the row's fault: the import fails, naming it.
+                if failed is None or failed in refused or "UndefinedError" in str(exc):
+                    raise T2TError(f"{path}: the imported task does not load ({exc})") from None
+                refused[failed] = str(exc).replace(str(staged), str(out))
+                if len(refused) == len(collection["templates"]):
+                    raise T2TError(f"{path}: every template is refused; the first: "
+                                   f"{next(iter(refused.values()))}") from None
+                continue
+            except T2TError as exc:
+                raise T2TError(f"{path}: the imported task does not load ({exc})") from None
+            staged.replace(out)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        by_id = {t["id"]: t["name"] for t in collection["templates"]}
+        notes = [(by_id[i], i, r) for i, r in refused.items()]
+        notes += [(t["name"], t["id"], r) for t in collection["templates"] if t["id"] not in refused
+                  and (r := _refusal(_choices(t.get("answer_choices"))))]
+        return Imported(out, task.template_names, notes)
+
+
+def import_file(path: str | Path, out_dir: str | Path, cluster: str, name: str | None = None,
+                overwrite: bool = False, examples: Sequence[Mapping[str, Any]] = (),
+                truncate: int | None = TEXT_VAR_LENGTH) -> Path:
+    """:func:`import_collection`, returning only the written file's path."""
+    return import_collection(path, out_dir, cluster, name, overwrite, examples, truncate).path
+

@@ -40,6 +40,7 @@ from jinja2.sandbox import SecurityError
 
 from t2t.errors import TaskFileError
 from t2t.seeds import stable_seed
+from t2t.tasks import promptsource
 from t2t.tasks.sandbox import Helper, NullValueError, T2TSandbox
 from t2t.tasks.taskfile import TOO_DEEP, split_blocks, split_front_matter
 
@@ -47,7 +48,7 @@ SEPARATOR = "|||"
 SPLITS = ("train", "validation", "test")
 KNOWN_FIELDS = {
     "name", "cluster", "description", "source", "splits", "limit", "choices", "answer",
-    "references", "metrics", "example", "templates", "tags",
+    "references", "metrics", "example", "templates", "tags", "promptsource",
 }
 KNOWN_METRICS = ("accuracy", "exact_match", "squad_em", "f1", "rouge_l", "bleu")
 TEMPLATE_META_FIELDS = {"inverted", "description", "choices"}
@@ -192,7 +193,11 @@ class Task:
             raise self._err("tags must be a name or a list of names", field="tags")
         self.tags = tuple(tags)
         self.example_rows = self._example_rows()
-        self.env = env
+        self.env = self._field_env = env
+        # Imported promptsource files render in promptsource's environment (t2t.tasks.promptsource).
+        self.promptsource = meta.get("promptsource") is not None
+        if self.promptsource:
+            self.env, self._field_env = promptsource.environments(env, meta["promptsource"], self._err)
         choices = meta.get("choices")
         self._choices = self._choices_spec(choices, "choices")
         # Per-template overrides (promptsource's answer_choices differ between templates of a dataset).
@@ -300,7 +305,7 @@ class Task:
         if not isinstance(source, str):
             raise self._err("must be a Jinja string, e.g. \"{{ choices[label] }}\"", field=key)
         try:
-            tpl = self.env.from_string(source)
+            tpl = self._field_env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise self._err(f"bad Jinja: {exc.message}", field=key) from None
         except TOO_DEEP as exc:
@@ -412,7 +417,11 @@ class Task:
         if tpl is None:
             return None
         field = f"templates.{template}.choices" if template in self._template_choices else "choices"
+        if self.promptsource:
+            row = promptsource.protect(row)
         text = self._run(tpl, {"row": row, **row}, None, field, index)
+        if self.promptsource:
+            return promptsource.split_choices(text)  # every position kept: answer_choices[label] stays right
         return tuple(c.strip() for c in text.split(SEPARATOR) if c.strip())
 
     def render(self, row: Mapping[str, Any], index: int = 0, template: str | None = None, *,
@@ -432,6 +441,8 @@ class Task:
             raise self._err(f"no such template; did you mean {near}?" if near else
                             f"no such template; templates: {', '.join(self.template_names)}", template=template)
         info = self.templates[template]
+        if self.promptsource:  # a literal '|||' in row text is not the separator (restored below)
+            row = promptsource.protect(row)
         choices = self.choices_for(row, template, index)
         own: dict[str, Any] = {"row": row, "task_name": self.name, "template_name": template}
         if choices is not None:
@@ -451,7 +462,8 @@ class Task:
         if text.count(SEPARATOR) != 1:
             raise self._err(f"the render must hold exactly one '{SEPARATOR}' between input and target "
                             f"(found {text.count(SEPARATOR)})", template=template, line=info.line, row=index)
-        source, target = (part.strip() for part in text.split(SEPARATOR))
+        source, target = (promptsource.unprotect(part).strip() if self.promptsource else part.strip()
+                          for part in text.split(SEPARATOR))
         if not source or not target:
             return None
         if choices is not None and not info.inverted and target not in choices:
