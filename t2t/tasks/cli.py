@@ -4,7 +4,8 @@
     python -m t2t.tasks show TASK
     python -m t2t.tasks render TASK [--template T] [--n N] [--split S] [--seed K] [--no-options] [--json]
     python -m t2t.tasks check [PATHS...]
-    python -m t2t.tasks import templates.yaml --cluster C [--out DIR] [--name N] [--overwrite]
+    python -m t2t.tasks import templates.yaml --cluster C [--out DIR] [--name N] [--overwrite] [--no-truncate]
+    python -m t2t.tasks import-sni TASK.json... --out DIR [--test-tasks test_tasks.txt] [--mixture FILE.yaml]
     python -m t2t.tasks catalog [--markdown | --json | --check README.md | --write README.md]
 """
 
@@ -14,6 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from t2t.errors import T2TError, run_cli
@@ -147,6 +149,25 @@ def import_promptsource(args: argparse.Namespace) -> int:
     return 0
 
 
+def import_sni(args: argparse.Namespace) -> int:
+    """``import-sni``: convert Super-NaturalInstructions task JSON files into task files (t2t.tasks.sni)."""
+    from t2t.tasks import sni
+
+    test = sni.read_test_tasks(args.test_tasks) if args.test_tasks else set()
+    done = sni.import_tasks(args.paths, args.out, test, args.overwrite)
+    print("\n".join(sni.describe(done)))
+    if args.mixture:
+        mixture = Path(args.mixture)
+        if mixture.exists() and not args.overwrite:
+            raise T2TError(f"{mixture} already exists; pass --overwrite to replace it")
+        mixture.parent.mkdir(parents=True, exist_ok=True)
+        mixture.write_text(sni.mixture_text(done), encoding="utf-8")
+        print(f"wrote {mixture} (held out: {len(done.test_tasks)} test tasks); use it with "
+              f"--mixture-dir {mixture.parent} --task-dir {args.out}")
+    print(f"check it with: python -m t2t.tasks check {args.out}")
+    return 0
+
+
 def list_tasks(args: argparse.Namespace) -> int:
     """``list``: one line (or JSON record) per task, by cluster."""
     registry = TaskRegistry.load(args.task_dir)
@@ -217,7 +238,7 @@ def check_files(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"list": list_tasks, "show": show_task, "render": render_task, "check": check_files,
-            "import": import_promptsource, "catalog": catalog.run}
+            "import": import_promptsource, "import-sni": import_sni, "catalog": catalog.run}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,6 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
                           help="render full field text (default: promptsource's cut of every {{ }} value to "
                                f"{TEXT_VAR_LENGTH} characters, as T0's data)")
     p_import.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    p_sni = sub.add_parser("import-sni", help="convert Super-NaturalInstructions task JSON files into task files")
+    p_sni.add_argument("paths", nargs="+", metavar="TASK_JSON", help="tasks/taskNNN_name.json file(s)")
+    p_sni.add_argument("--out", required=True, help="folder for the task files (and their data/ folder)")
+    p_sni.add_argument("--test-tasks", metavar="FILE",
+                       help="SNI's held-out list (splits/default/test_tasks.txt): these tasks become test-only, "
+                            "first 100 instances scored")
+    p_sni.add_argument("--mixture", metavar="FILE.yaml",
+                       help="also write a mixture training on the train tasks with the test tasks held out")
+    p_sni.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p_sni.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     for p in (p_list, p_show, p_render, p_check):
         add_task_dir_option(p)
     catalog.add_parser(sub)  # the README's catalog table (t2t.tasks.catalog)
@@ -262,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "import":  # the other commands may load rows
+    if args.command not in ("import", "import-sni"):  # the other commands may load rows
         quiet_datasets()
     return COMMANDS[args.command](args)
 
