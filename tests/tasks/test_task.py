@@ -404,7 +404,9 @@ def test_row_fields_named_like_t2t_variables_are_never_shadowed(tmp_path: Path) 
         choices: "{{ choices.text | join('|||') }}"
         answer: "{{ t2t.choices[choices.label.index(answerKey)] }}"
         ---
-        {% block pick %}{{ question }} {{ t2t.options }} ({{ options }}, {{ answer }}) ||| {{ t2t.answer }}{% endblock %}
+        {% block pick %}
+        {{ question }} {{ t2t.options }} ({{ options }}, {{ answer }}) ||| {{ t2t.answer }}
+        {% endblock %}
         {% block plain %}{{ question }} {{ t2t.options }} ||| {{ t2t.answer }}{% endblock %}
         """)
     task = load_one(tmp_path, "csqa", text)
