@@ -23,7 +23,9 @@ Jinja with per-template ``answer_choices`` and metadata. Each becomes one block 
   answer choices in a task with choices is inverted too (it cannot be rank-classified).
 - The file says ``promptsource: {truncate: 2048}``: its templates render in promptsource's environment
   (:func:`environments`): the ``choice`` filter (seeded per example, marked ``pass_context`` so Jinja
-  cannot fold ``[0, 1, 2] | choice`` into one pick at compile time), ``most_frequent`` and ``zip``; None
+  cannot fold ``[0, 1, 2] | choice`` into one pick at compile time; Jinja's ``random`` filter is seeded
+  the same way), ``most_frequent`` and ``zip``; lists built in a template may be changed
+  (``x.append(y)``: the row is a deep copy); None
   prints as ``None``; a literal ``|||`` inside row text is protected (only the template's own splits input
   from target); every ``{{ }}`` value is cut to 2,048 characters as ``Template.apply`` does by default
   (``truncate: false``: full text); answer choices keep their positions (an empty one is not dropped).
@@ -47,6 +49,8 @@ reproduce; ``tests/tasks/test_promptsource_fidelity.py`` compares the two.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import random
 import re
@@ -61,7 +65,8 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import yaml
 from jinja2.filters import do_truncate
-from jinja2.sandbox import SecurityError
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from markupsafe import soft_str
 
 from t2t import yamlsafe
 from t2t.errors import T2TError, TaskFileError
@@ -78,8 +83,10 @@ SEPARATOR = "|||"
 
 # -- promptsource's environment, for imported files --------------------------------------------------
 def protect(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The row with ``|||`` in its top-level string values replaced (promptsource's ``_escape_pipe``)."""
-    return {k: v.replace(SEPARATOR, PIPE_PROTECTOR) if isinstance(v, str) else v for k, v in row.items()}
+    """The row with ``|||`` in its top-level string values replaced (promptsource's ``_escape_pipe``), as a
+    deep copy: promptsource templates may build lists with ``.append`` and must not change the data."""
+    return {k: v.replace(SEPARATOR, PIPE_PROTECTOR) if isinstance(v, str) else copy.deepcopy(v)
+            for k, v in row.items()}
 
 
 def unprotect(text: str) -> str:
@@ -124,7 +131,7 @@ def _finalize(env: jinja2.Environment, truncate: int | None) -> Callable[[Any], 
 
 def _string(value: Any, *args: Any, **kwargs: Any) -> str:
     check_printable(value if value is not None else "")
-    return jinja2.filters.do_string(value)
+    return soft_str(value)
 
 
 def environments(env: T2TSandbox, option: Any, error: Callable[..., Exception]
@@ -150,7 +157,11 @@ def environments(env: T2TSandbox, option: Any, error: Callable[..., Exception]
 def _overlay(env: T2TSandbox, truncate: int | None) -> T2TSandbox:
     out = env.overlay()
     out.finalize = _finalize(out, truncate)
-    out.filters = {**env.filters, "choice": _choice, "most_frequent": most_frequent, "string": _string}
+    # Jinja's own `random` filter is seeded like `choice`; lists and dicts may be changed (`x.append(y)`,
+    # 212 promptsource templates build lists so) as rows are deep copies (protect).
+    out.filters = {**env.filters, "choice": _choice, "random": _choice, "most_frequent": most_frequent,
+                   "string": _string}
+    out.is_safe_attribute = functools.partial(SandboxedEnvironment.is_safe_attribute, out)  # type: ignore[method-assign]
     out.globals = {**env.globals, "zip": Helper("zip", zip), "range": Helper("range", out._range)}
     return out
 
@@ -281,6 +292,7 @@ def to_task_file(collection: Mapping[str, Any], cluster: str, name: str | None =
         s: dict[str, Any] = {"description": f"{b['name']} (promptsource {b['id']})"}
         if task_choices is not None and b["choices"] is None:
             s["inverted"] = True  # no answer choices: cannot be rank-classified in a task with choices
+            s["choices"] = None  # ... and the task's are not rendered for it (promptsource never does)
         elif not b["original"]:
             s["inverted"] = True
         if task_choices is not None and b["choices"] is not None and b["choices"] != task_choices:

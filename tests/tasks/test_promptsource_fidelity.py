@@ -93,12 +93,16 @@ COLLECTION = {
         "t-none": {"name": "null field", "answer_choices": None,
                    "jinja": "{{ question }} (note: {{ note }}) ||| {{ context | lower }}",
                    "metadata": {"original_task": False}},
+        "t-append": {"name": "built list", "answer_choices": None,  # 212 templates build lists with append
+                     "jinja": "{% set xs = [] %}{% for o in options %}{% set _ = xs.append(o | upper) %}{% endfor %}"
+                              "{{ xs | join(', ') }} {{ label | string }} {{ note | string }} ||| {{ summary }}",
+                     "metadata": {"original_task": False}},
         "t-dup": {"name": "trec duplicate", "answer_choices": "Yes ||| No ||| Yes",  # trec
                   "jinja": "{{ question }} ||| {{ answer_choices[label] }}", "metadata": {"original_task": True}},
         "t-rand": {"name": "random pick", "answer_choices": "Yes ||| No",  # hellaswag, race, sciq
                    "jinja": "{% set order = [0, 1, 2, 3] | choice %}{% set r = range(0, 2) | choice %}"
                             "{{ question }} {{ order }} {{ r }} {{ options | list | choice }} "
-                            "{{ answer_choices | choice }} ||| {{ answer_choices[label] }}",
+                            "{{ answer_choices | choice }} {{ labels | random }} ||| {{ answer_choices[label] }}",
                    "metadata": {"original_task": True}},
     },
 }
@@ -152,7 +156,7 @@ def test_non_random_templates_render_exactly_as_promptsource(imported: Any) -> N
             assert got == want, (key, i)
             if t["answer_choices"] is not None and task.has_choices:
                 assert list(task.choices_for(row, names[key], i)) == reference_choices(t["answer_choices"], row)
-    assert compared == equal == 12
+    assert compared == equal == 14
 
 
 def test_specifics_promptsource_has(imported: Any) -> None:
@@ -167,6 +171,11 @@ def test_specifics_promptsource_has(imported: Any) -> None:
     assert task.render(ROWS[0], 0, "cosmos").target == "third"  # dropping the empty one: out of range
     assert task.render(ROWS[1], 1, "cosmos").target == "b"  # dropping the empty one: "c"
     assert task.render(ROWS[0], 0, "most_frequent").target == "y"
+    # Lists built in the template may change; the row (here the file's example row) never does.
+    assert task.render(ROWS[0], 0, "built_list").input == "RED, GREEN, BLUE 1 None"
+    assert task.example_rows[0]["options"] == ["red", "green", "blue"]
+    # A template without answer choices in a task with choices gets none (promptsource's None).
+    assert task.choices_for(ROWS[0], "built_list") is None and task.render(ROWS[0], 0, "built_list").choices is None
 
 
 def test_random_templates_draw_what_promptsource_could_and_vary(imported: Any) -> None:
@@ -174,13 +183,15 @@ def test_random_templates_draw_what_promptsource_could_and_vary(imported: Any) -
     seen = set()
     for seed in range(40):
         ex = task.render(ROWS[0], 0, "random_pick", seed=seed)
-        _, order, r, option, hint = ex.input.rsplit(" ", 4)
+        _, order, r, option, hint, letter = ex.input.rsplit(" ", 5)
         assert int(order) in range(4) and int(r) in range(2) and option in ROWS[0]["options"]
+        assert letter in ROWS[0]["labels"]
         assert hint in ("Yes", "No") and ex.target == "No"
-        seen.add((order, r, option, hint))
+        seen.add((order, r, option, hint, letter))
         assert task.render(ROWS[0], 0, "random_pick", seed=seed) == ex  # seeded: same seed, same text
     # Not folded at compile time: the picks vary between examples, as promptsource's do.
     assert len({s[0] for s in seen}) == 4 and len({s[1] for s in seen}) == 2 and len({s[2] for s in seen}) == 3
+    assert len({s[4] for s in seen}) == 3  # Jinja's `random` filter, seeded too
 
 
 def test_full_text_option_and_field_named_like_t2t_variables(tmp_path: Path) -> None:
@@ -211,6 +222,6 @@ def test_cli_prints_refusals_and_full_text_flag(tmp_path: Path, capsys: pytest.C
     rc = main(["import", str(_write(tmp_path)), "--cluster", "mixed", "--out", str(tmp_path / "c"),
                "--no-truncate", *[a for r in ROWS for a in ("--example", json.dumps(r))]])
     out = capsys.readouterr().out
-    assert rc == 0 and "(7 templates)" in out and "refused template 'trec duplicate' (promptsource t-dup)" in out
+    assert rc == 0 and "(8 templates)" in out and "refused template 'trec duplicate' (promptsource t-dup)" in out
     assert "truncate: false" in (tmp_path / "c" / "fidelity_mixed.jinja").read_text()
     assert main(["check", str(tmp_path / "c")]) == 0
