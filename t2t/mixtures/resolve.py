@@ -402,6 +402,9 @@ def resolve(spec: MixtureSpec | str, tasks: TaskRegistry, mixtures: MixtureRegis
     excluded = {n: tasks.get(n) for n in universe if tasks.get(n).cluster in related and n not in held}
     shares, owner = r.shares(spec, set(held) | set(excluded))
     if not shares:
+        if not held and not excluded:  # nothing held out: the selection itself is empty
+            raise T2TError(f"{spec.where}: the mixture selects no task (include / exclude / mixtures leave "
+                           "nothing); check its selectors with python -m t2t.tasks list")
         raise T2TError(f"{spec.where}: no training task is left after holding out "
                        f"{', '.join(sorted(h_clusters | h_names))}"
                        + (f" and excluding the related clusters {', '.join(related)}" if related else ""))

@@ -241,6 +241,7 @@ def test_source_overlap_is_an_error_naming_both(tmp_path: Path) -> None:
     ("include: {tasks: [a]}\ntemplates: {variants: {few_shots: 1}}\n", "did you mean few_shot"),
     ("include: {tasks: [a]}\nheldout: {tasks: [zzz]}\n", "field 'heldout.tasks': unknown task 'zzz'"),
     ("description: nothing\n", "selects no task"),
+    ("include: {tasks: [a]}\nexclude: {tasks: [a]}\n", "the mixture selects no task"),  # was "after holding out "
     ("include: [a\n", "bad.yaml:2: bad YAML"),
 ])
 def test_mixture_file_errors_name_file_and_field(tmp_path: Path, suite: Path, text: str, expect: str) -> None:
