@@ -1,1 +1,8 @@
-"""tasks"""
+"""Stage 1: task files -> rows -> rendered examples.
+
+A task is one Jinja file (YAML front matter + named template blocks, :mod:`t2t.tasks.taskfile`)
+compiled in a sandbox (:mod:`t2t.tasks.sandbox`) into a :class:`t2t.tasks.task.Task` that renders a row into
+an :class:`t2t.tasks.task.Example` (``input ||| target``). The registry finds task files in folders, sources
+load a split's rows (hub, local files, built-in generators), and the importers turn promptsource and
+Super-NaturalInstructions files into task files. ``python -m t2t.tasks`` lists, renders and checks them.
+"""
