@@ -29,7 +29,6 @@ Tokenizer: the MiniLM WordPiece vocabulary with T5's conventions: ``text [SEP]``
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import importlib.util
@@ -37,13 +36,13 @@ import json
 import logging
 import os
 import random
-import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from t2t import atomic
 from t2t.errors import T2TError
+from t2t.modeling.cache import build_into, cached_model
 
 __all__ = ["MINILM_ED", "PINNED_SHA256", "EDShape", "build_minilm_ed", "ensure_minilm_ed", "package_dir",
            "verify_package", "warmup_texts"]
@@ -262,11 +261,6 @@ def build_minilm_ed(texts: Sequence[str], out_dir: str | os.PathLike[str], seed:
     return out
 
 
-def default_cache_dir() -> Path:
-    """``$T2T_CACHE`` or ``~/.cache/t2t`` (the same cache as t2t-tiny)."""
-    return Path(os.environ.get("T2T_CACHE") or Path.home() / ".cache" / "t2t")
-
-
 def ensure_minilm_ed(texts_fn: Callable[[], Iterable[str]], cache_dir: str | os.PathLike[str] | None = None,
                      seed: int = 0, recipe: str | None = None, shape: EDShape | None = None) -> Path:
     """The cached minilm-ed folder for this warm-up text and these settings, built on first use.
@@ -275,38 +269,15 @@ def ensure_minilm_ed(texts_fn: Callable[[], Iterable[str]], cache_dir: str | os.
     from) names the folder in ``models/recipes/`` so that a later call need not render the text again.
     """
     dims = shape or EDShape()
-    models = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "models"
-    note = None
-    if recipe is not None:
-        settings = json.dumps({"name": MINILM_ED, "build": BUILD_VERSION, "seed": seed,
-                               "shape": dataclasses.asdict(dims), "pinned": PINNED_SHA256}, sort_keys=True)
-        note = models / "recipes" / hashlib.sha256(f"{recipe}\n{settings}".encode()).hexdigest()[:32]
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            known = models / note.read_text(encoding="utf-8").strip()
-            if known.parent == models and (known / "config.json").is_file():
-                return known
-    texts = list(texts_fn())
-    final = models / f"{MINILM_ED}-{model_key(texts, seed, dims)[:16]}"
-    if not (final / "config.json").is_file():
-        _build_into(final, texts, seed, dims)
-    if note is not None:
-        with contextlib.suppress(OSError):  # only a shortcut: a read-only cache still works without it
-            note.parent.mkdir(parents=True, exist_ok=True)
-            atomic.write_text(note, final.name + "\n")
-    return final
+    settings = {"name": MINILM_ED, "build": BUILD_VERSION, "seed": seed, "shape": dataclasses.asdict(dims),
+                "pinned": PINNED_SHA256}
+    # _build_into is looked up at call time (a test replaces it to prove the cache is used)
+    return cached_model(MINILM_ED, texts_fn, lambda texts: model_key(texts, seed, dims),
+                        lambda final, texts: _build_into(final, texts, seed, dims), settings=settings,
+                        cache_dir=cache_dir, recipe=recipe)
 
 
 def _build_into(final: Path, texts: list[str], seed: int, dims: EDShape) -> None:
     package = package_dir()  # a missing package is reported before anything is written
-    try:
-        tmp = atomic.staging_dir(final, unique=True)
-    except OSError as exc:
-        raise T2TError(f"{MINILM_ED}: cannot write the model cache {final.parent} ({exc.strerror or exc}); set "
-                       "T2T_CACHE to a writable folder") from None
-    try:
-        log.warning("building %s in %s (once; cached): %d warm-up steps", MINILM_ED, final, dims.warmup_steps)
-        build_minilm_ed(texts, tmp, seed=seed, shape=dims, package=package)
-        if not atomic.publish_dir(tmp, final, replace=False) and not (final / "config.json").is_file():
-            raise T2TError(f"{MINILM_ED}: {final} exists but holds no model; delete that folder and retry")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    log.warning("building %s in %s (once; cached): %d warm-up steps", MINILM_ED, final, dims.warmup_steps)
+    build_into(final, MINILM_ED, lambda tmp: build_minilm_ed(texts, tmp, seed=seed, shape=dims, package=package))

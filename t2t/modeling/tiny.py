@@ -20,7 +20,6 @@ rebuild its own pipeline on load and drop byte fallback and digit splitting.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import io
@@ -28,13 +27,13 @@ import json
 import logging
 import os
 import re
-import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from t2t import atomic
 from t2t.errors import T2TError
+from t2t.modeling.cache import build_into, cached_model
 
 __all__ = ["TINY_MODEL_NAME", "TinyShape", "build_tiny_model", "ensure_tiny_model", "tiny_model_key",
            "train_tokenizer"]
@@ -181,60 +180,24 @@ def build_tiny_model(texts: Iterable[str], out_dir: str | os.PathLike[str], seed
     return out
 
 
-def default_cache_dir() -> Path:
-    """``$T2T_CACHE`` or ``~/.cache/t2t``."""
-    return Path(os.environ.get("T2T_CACHE") or Path.home() / ".cache" / "t2t")
-
-
 def ensure_tiny_model(texts_fn: Callable[[], Iterable[str]], cache_dir: str | os.PathLike[str] | None = None,
                       seed: int = 0, recipe: str | None = None, **shape: Any) -> Path:
     """The cached t2t-tiny folder for this corpus and settings, built on first use.
 
-    ``cache_dir`` (default :func:`default_cache_dir`) holds ``models/t2t-tiny-<hash>``, the hash taken
-    over the corpus itself, so the model is built only when that folder does not exist. Producing the
-    corpus costs seconds; ``recipe``, a digest of everything the corpus is made from (task files, code,
-    versions), lets a later call skip it: ``models/recipes/<digest>`` names the folder its corpus gave.
-    A recipe not seen before, or one whose folder is gone, falls back to reading the corpus.
+    The folder is named by a hash of the corpus; ``recipe`` lets a later call skip producing the corpus
+    (the rules: :mod:`t2t.modeling.cache`).
     """
     try:
         dims = TinyShape(**shape)
     except TypeError as exc:
         names = ", ".join(f.name for f in dataclasses.fields(TinyShape))
         raise T2TError(f"t2t-tiny: unknown shape option ({exc}); the options are {names}") from None
-    models = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    models = models / "models"
-    note = None
-    if recipe is not None:
-        settings = json.dumps({"build": BUILD_VERSION, "seed": seed, "shape": dataclasses.asdict(dims)},
-                              sort_keys=True)
-        note = models / "recipes" / hashlib.sha256(f"{recipe}\n{settings}".encode()).hexdigest()[:32]
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            known = models / note.read_text(encoding="utf-8").strip()
-            if known.parent == models and (known / "config.json").is_file():
-                return known
-    texts = list(texts_fn())
-    final = models / f"{TINY_MODEL_NAME}-{tiny_model_key(texts, seed, dims)[:16]}"
-    if not (final / "config.json").is_file():
-        _build_into(final, texts, seed, dims)
-    if note is not None:
-        with contextlib.suppress(OSError):  # only a shortcut: a read-only cache still works without it
-            note.parent.mkdir(parents=True, exist_ok=True)
-            atomic.write_text(note, final.name + "\n")
-    return final
+    settings = {"build": BUILD_VERSION, "seed": seed, "shape": dataclasses.asdict(dims)}
+    return cached_model(TINY_MODEL_NAME, texts_fn, lambda texts: tiny_model_key(texts, seed, dims),
+                        lambda final, texts: _build_into(final, texts, seed, dims), settings=settings,
+                        cache_dir=cache_dir, recipe=recipe)
 
 
 def _build_into(final: Path, texts: list[str], seed: int, dims: TinyShape) -> None:
-    """Build in a folder of this process's own, then rename it to ``final``. Several processes may build
-    the same model at once: the first rename wins and the others' identical copies are deleted."""
-    try:
-        tmp = atomic.staging_dir(final, unique=True)
-    except OSError as exc:
-        raise T2TError(f"t2t-tiny: cannot write the model cache {final.parent} ({exc.strerror or exc}); set "
-                       "T2T_CACHE to a writable folder") from None
-    try:
-        log.info("building %s in %s (once; cached)", TINY_MODEL_NAME, final)
-        build_tiny_model(texts, tmp, seed=seed, **dataclasses.asdict(dims))
-        if not atomic.publish_dir(tmp, final, replace=False) and not (final / "config.json").is_file():
-            raise T2TError(f"t2t-tiny: {final} exists but holds no model; delete that folder and retry")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("building %s in %s (once; cached)", TINY_MODEL_NAME, final)
+    build_into(final, TINY_MODEL_NAME, lambda tmp: build_tiny_model(texts, tmp, seed=seed, **dataclasses.asdict(dims)))
