@@ -39,6 +39,11 @@ class TrainConfig:
     keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept (the newest)"})
     eval_steps: int = field(default=100, metadata={"help": "validation loss every N steps (0 = never)"})
     eval_examples: int = field(default=256, metadata={"help": "validation examples per evaluation"})
+    eval_per_task: bool = field(default=False, metadata={
+        "help": "also log each task's validation loss (val_loss/TASK), as T5X/seqio report per-task metrics"})
+    snapshot_steps: int = field(default=0, metadata={
+        "help": "also save the adapter (a plain peft folder) every N steps as snapshots/step-N, all kept, "
+                "for learning curves (0 = never)"})
     log_steps: int = field(default=10, metadata={"help": "log metrics every N steps"})
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in output_dir"})
     overwrite: bool = field(default=False, metadata={"help": "allow writing into a non-empty output_dir"})
@@ -80,6 +85,7 @@ class FinetuneConfig:
             (t.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
             (t.save_steps >= 0 and t.eval_steps >= 0 and t.log_steps > 0,
              "save_steps and eval_steps must be >= 0, log_steps > 0"),
+            (t.snapshot_steps >= 0, "snapshot_steps must be >= 0 (0 = no snapshots)"),
         ]
         for ok, message in checks:
             if not ok:

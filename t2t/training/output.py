@@ -27,7 +27,7 @@ from t2t.training.config import FinetuneConfig
 LOCK_FILE = ".t2t.lock"
 RETIRED = ".overwritten"
 # What a run writes that a new run with --overwrite replaces (config/manifest/versions are rewritten).
-RUN_OUTPUTS = ("checkpoints", "adapter", "model", "merged", "metrics.jsonl", "tb")
+RUN_OUTPUTS = ("checkpoints", "adapter", "model", "merged", "snapshots", "metrics.jsonl", "tb")
 
 
 class RunLock:

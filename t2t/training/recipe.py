@@ -239,10 +239,33 @@ class FinetuneRecipe:
         logger.step(done, float(step_loss), self.scheduler.get_last_lr()[0],
                     float(grad_norm) if grad_norm is not None else None, real_tokens * self.world)
         if t.eval_steps and self.val_examples and (done % t.eval_steps == 0 or done == t.max_steps):
-            logger.log(done, {"val_loss": evaluate_loss(self.loss_module, self.batcher, self.val_examples, acc)})
+            logger.log(done, self._validation())
         self.last_loss = float(step_loss)
         if (t.save_steps and done % t.save_steps == 0) or done == t.max_steps:
             self._save_checkpoint(done, self.last_loss)
+        if t.snapshot_steps and (done % t.snapshot_steps == 0 or done == t.max_steps):
+            self._save_snapshot(done)
+
+    def _validation(self) -> dict[str, float]:
+        """``val_loss`` over the validation examples; with ``eval_per_task`` also ``val_loss/TASK`` for each
+        task, over the same examples of that task (so two runs that share a task's rows share its curve)."""
+        acc = self.accelerator
+        values = {"val_loss": evaluate_loss(self.loss_module, self.batcher, self.val_examples, acc)}
+        if self.t.eval_per_task:
+            by_task: dict[str, list[Example]] = {}
+            for ex in self.val_examples:
+                by_task.setdefault(ex.task, []).append(ex)
+            for task, examples in by_task.items():
+                values[f"val_loss/{task}"] = evaluate_loss(self.loss_module, self.batcher, examples, acc)
+        return values
+
+    def _save_snapshot(self, done: int) -> None:
+        """The adapter as it is after step ``done``: ``snapshots/step-NNNNNN``, a folder peft (and
+        ``t2t.evaluate --adapter``) loads. Rewritten whole on a resumed run."""
+        if self.is_main:
+            with self._writing("a snapshot", done):
+                save_final(self.model, self.tokenizer, self.out / "snapshots" / f"step-{done:06d}")
+        self.accelerator.wait_for_everyone()
 
     # -- save --------------------------------------------------------------------------------------
     def save(self) -> dict[str, Any]:
