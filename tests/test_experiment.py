@@ -28,7 +28,7 @@ from t2t.training.config import FinetuneConfig, TrainConfig
 def test_two_seeds_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "exp"
     args = ["--max-steps", "2", "--batch-size", "4", "--limit", "2", "--seeds", "0,1", "--bootstrap", "50",
-            "--output-dir", str(out)]
+            "--parts", "unseen", "--output-dir", str(out)]
     assert main(args) == 0
     for seed in (0, 1):
         for kind in ("multitask", "single-sentiment_movie"):
@@ -47,7 +47,8 @@ def test_two_seeds_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     # The resolved configs beside the outputs: the experiment's, and the evaluation's with its adapters.
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["experiment"] == {"single_task": "sentiment_movie", "seeds": [0, 1], "output_dir": str(out),
-                                   "overwrite": False}
+                                   "overwrite": False, "parts": ["unseen"], "curve_points": 6, "curve_rows": 32,
+                                   "specialists": "task"}
     assert saved["finetune"]["train"]["max_steps"] == 2 and saved["finetune"]["train"]["save_steps"] == 0
     assert build_experiment(saved) == config_from_args(build_parser().parse_args(args))  # reproduces
     evaluated = yaml.safe_load((out / "eval" / "config.yaml").read_text())
@@ -131,6 +132,10 @@ def test_yaml_sections_then_flags(tmp_path: Path) -> None:
     ({"finetune": {"method": "full"}}, "the experiment compares LoRA adapters"),
     ({"seeds": ""}, "--seeds: give at least one seed"),
     ({"finetune": 3}, "'finetune' must be a mapping of options"),
+    ({"parts": "unseen,overfit"}, "--parts unseen,overfit: use one or more of unseen, overfitting, one_vs_many"),
+    ({"specialists": "tasks"}, "--specialists tasks: use task or cluster"),
+    ({"curve_points": 400}, "--curve-points 400: must be between 1 and --max-steps (300)"),
+    ({"curve_rows": 0}, "--curve-rows 0: must be at least 1"),
 ])
 def test_bad_experiment_options_name_the_option(values: dict, expect: str) -> None:
     with pytest.raises(T2TError) as info:
@@ -144,3 +149,86 @@ def test_cli_unknown_flag_exits_2_with_a_suggestion(tmp_path: Path, capsys: pyte
     assert rc == 2 and err.count("\n") == 1
     assert "unknown option '--single_task' (did you mean '--single-task'?)" in err
     assert not (tmp_path / "never").exists()
+
+
+SMALL = """\
+description: three training tasks in two clusters for the experiment tests
+include: {tasks: [sentiment_movie, sentiment_product, topic_sentence]}
+heldout: {tasks: [sentiment_restaurant]}
+rate: {strategy: proportional, cap: 3000}
+"""
+
+
+def _small(tmp_path: Path, *extra: str) -> tuple[Path, list[str]]:
+    (tmp_path / "mixtures").mkdir(exist_ok=True)
+    (tmp_path / "mixtures" / "small.yaml").write_text(SMALL)
+    (tmp_path / "exp.yaml").write_text(f"finetune:\n  mixture_dir: [{tmp_path / 'mixtures'}]\n")
+    out = tmp_path / "exp"
+    return out, ["--config", str(tmp_path / "exp.yaml"), "--mixture", "small", "--max-steps", "4",
+                 "--batch-size", "4", "--limit", "4", "--bootstrap", "20", "--output-dir", str(out), *extra]
+
+
+def test_overfitting_and_one_vs_many_parts(tmp_path: Path) -> None:
+    out, args = _small(tmp_path, "--parts", "overfitting,one_vs_many", "--curve-points", "2", "--curve-rows", "3")
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert "kinds" not in summary and not (out / "eval").exists()  # part 1 was not asked for
+    assert set(summary["runs"]) == {"multitask", "single-sentiment_movie", "single-sentiment_product",
+                                    "single-topic_sentence"}
+    o = summary["overfitting"]
+    assert o["task"] == "sentiment_movie" and o["steps"] == [2, 4]
+    for lab in ("multitask", "single-sentiment_movie"):
+        folder = out / "seed-0" / lab
+        assert sorted(p.name for p in (folder / "snapshots").iterdir()) == ["step-000002", "step-000004"]
+        records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        logged = {r["step"]: r["val_loss/sentiment_movie"] for r in records if "val_loss/sentiment_movie" in r}
+        assert [p["val_loss"] for p in o["curves"][lab]["points"]] == pytest.approx([logged[2], logged[4]], abs=1e-4)
+    # every snapshot was scored: the evaluation holds the base and 2 runs x 2 steps
+    scored = json.loads((out / "overfitting" / "eval" / "results.json").read_text())
+    assert scored["models"] == ["t2t-tiny", "multitask@2", "multitask@4", "single-sentiment_movie@2",
+                                "single-sentiment_movie@4"]
+    v = summary["one_vs_many"]
+    rows = {r["task"]: r for r in v["tasks"]}
+    assert list(rows) == ["sentiment_movie", "sentiment_product", "topic_sentence"]  # by cluster, then name
+    assert {r["specialist"] for r in rows.values()} == {f"single-{t}" for t in rows}
+    # the last snapshot is the adapter: scored on the same rows, the two parts agree
+    assert rows["sentiment_movie"]["multitask_score"] == pytest.approx(o["curves"]["multitask"]["points"][-1]["score"])
+    assert rows["sentiment_movie"]["specialist_score"] == pytest.approx(
+        o["curves"]["single-sentiment_movie"]["points"][-1]["score"])
+    cost = v["cost"]
+    assert cost["specialists"]["adapters"] == 3 and cost["multitask"]["adapters"] == 1
+    assert cost["specialists"]["trainable_params"] == 3 * cost["multitask"]["trainable_params"] > 0
+    assert cost["specialists"]["weights_bytes"] == 3 * cost["multitask"]["weights_bytes"]
+    assert cost["specialists"]["train_seconds"] > 0
+    text = (out / "summary.md").read_text()
+    assert "## Overfitting: sentiment_movie over steps" in text and "## One model vs many" in text
+
+
+def test_the_loss_curve_rows_are_the_same_in_both_runs(tmp_path: Path) -> None:
+    """The overfitting part compares the two runs' val_loss/TASK: they must be over the same examples."""
+    from t2t.experiment import single_task_mixture
+    from t2t.mixtures.resolve import load_mixture
+    from t2t.training.recipe import validation_examples
+
+    multi = load_mixture("offline")
+    name = single_task_mixture(tmp_path, multi, "sentiment_movie", [t.name for t in multi.heldout])
+    single = load_mixture(name, mixture_dirs=[tmp_path])
+    n_val = sum(1 for e in multi.entries if "validation" in e.task.splits)
+    a = [e for e in validation_examples(multi, 5 * n_val) if e.task == "sentiment_movie"]
+    b = validation_examples(single, 5)
+    assert len(a) == 5 and a == b
+    assert [t.name for t in single.heldout] == [t.name for t in multi.heldout]
+
+
+def test_cluster_specialists(tmp_path: Path) -> None:
+    out, args = _small(tmp_path, "--parts", "one_vs_many", "--specialists", "cluster")
+    assert main(args) == 0
+    v = json.loads((out / "summary.json").read_text())["one_vs_many"]
+    assert v["by"] == "cluster"
+    assert {r["task"]: r["specialist"] for r in v["tasks"]} == {
+        "sentiment_movie": "cluster-sentiment", "sentiment_product": "cluster-sentiment",
+        "topic_sentence": "cluster-topic"}
+    assert v["cost"]["specialists"]["adapters"] == 2
+    spec = yaml.safe_load((out / "mixtures" / "cluster_sentiment.yaml").read_text())
+    assert spec["include"] == {"tasks": ["sentiment_movie", "sentiment_product"]}
+    assert spec["heldout"] == {"tasks": ["sentiment_restaurant"]} and spec["rate"]["cap"] == 3000
