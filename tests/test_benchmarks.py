@@ -176,3 +176,30 @@ def test_gpu_check_script_runs_on_cpu(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["train_tiny"]["complete"] is True and summary["train_tiny"]["ratio_c_a"] > 0
     assert summary["rank_tiny"]["ratio_t2t_naive"] > 0
+
+
+def test_sni_scale_eager_and_lazy_give_the_same_first_step(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("datasets")
+    from benchmarks import sni_scale
+
+    assert sni_scale.main(["--tasks", "12", "--instances", "1500", "--mixtures", "sni", "--steps", "1",
+                           "--batch-size", "8"]) == 0
+    result = last_json(capsys.readouterr().out)
+    data = result["data"]
+    assert data["instances"] == 1500 and data["tasks"] == 12 and data["train_tasks"] + data["test_tasks"] == 12
+    assert 30 <= data["instances_per_task"]["min"] <= data["instances_per_task"]["max"] <= sni_scale.MAX_PER_TASK
+    assert [(r["mixture"], r["mode"]) for r in result["runs"]] == [("sni", "eager"), ("sni", "lazy")]
+    for r in result["runs"]:
+        assert r["resolve_s"] > 0 and r["first_step_s"] > 0 and r["peak_rss_after_steps_mb"] >= r["rss_before_mb"]
+        assert r["train_tasks"] == data["train_tasks"] and r["train_examples"] <= 100 * r["train_tasks"]
+    assert result["ratios"]["sni"]["same_first_step"] is True
+
+
+def test_sni_scale_counts_keep_sni_density() -> None:
+    import numpy as np
+
+    from benchmarks import sni_scale
+
+    assert sni_scale.default_instances(2000) == 6_188_000  # 5M instances over 1,616 tasks
+    counts = sni_scale.instance_counts(2000, 6_188_000, np.random.default_rng(0))
+    assert counts.sum() == 6_188_000 and counts.max() <= sni_scale.MAX_PER_TASK and counts.min() >= 30

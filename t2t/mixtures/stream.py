@@ -30,6 +30,7 @@ seqio's silent "first exhausted" surprised its users, seqio #513):
 Few-shot variants (FLAN v2) prepend k exemplars rendered from other train rows with the same template:
 ``x1 + "\\n\\n" + y1 + "\\n\\n\\n" + ... + "\\n\\n\\n" + x``; the target is the example's own.
 Renders are memoised per (task, row, template, variant), up to ``cache_size`` entries per process.
+Rows of local JSON Lines files are read by byte offset when drawn, not held (t2t/tasks/jsonlines.py).
 """
 
 from __future__ import annotations
@@ -109,10 +110,14 @@ class ExampleStream(IterableDataset):
 
     With DataLoader workers the main-process object never sees the draws: pass the position reached,
     ``state_dict(start + examples_taken)``. ``draws(start, count)`` gives random access without iterating.
+
+    A task's rows are read when it is first drawn. Local JSON Lines rows are then parsed one at a time
+    as drawn (``lazy``; the same rows as through ``datasets``, see :mod:`t2t.tasks.jsonlines`);
+    ``lazy=False`` holds every row of a drawn task as a dict (what the stream did before; for tests).
     """
 
     def __init__(self, mixture: Mixture, seed: int = 0, *, stop: str | None = None, chunk: int = 1,
-                 cache_size: int = 250_000) -> None:
+                 cache_size: int = 250_000, lazy: bool = True) -> None:
         if not isinstance(seed, int) or seed < 0:
             raise T2TError(f"the stream seed must be a non-negative integer, got {seed!r}")
         stop = stop or mixture.stop
@@ -122,7 +127,7 @@ class ExampleStream(IterableDataset):
         if chunk < 1:
             raise T2TError(f"chunk must be at least 1, got {chunk}")
         self.mixture, self.seed, self.stop = mixture, seed, stop
-        self.chunk, self.cache_size = chunk, cache_size
+        self.chunk, self.cache_size, self.lazy = chunk, cache_size, lazy
         entries = mixture.entries
         self.names = [e.name for e in entries]
         self.rates = np.array([e.rate for e in entries], dtype=np.float64)
@@ -140,7 +145,7 @@ class ExampleStream(IterableDataset):
         self.position = 0
         self._resume: tuple[int, int, np.ndarray, np.ndarray] | None = None  # scan state at a block start
         self.fallbacks: Counter[str] = Counter()
-        self._rows: dict[int, list[dict[str, Any]]] = {}
+        self._rows: dict[int, Sequence[dict[str, Any]]] = {}
         self._epochs: dict[int, tuple[int, _Epoch]] = {}
         self._cache: dict[tuple[int, int, int, str], Example | None] = {}
 
@@ -192,7 +197,7 @@ class ExampleStream(IterableDataset):
             raise T2TError("a stream over an in-memory mixture cannot be sent to another process; build it "
                            "with t2t.mixtures.stream.build_stream (or load_mixture) so that it can be loaded again")
         return (_rebuild, (asdict(self.mixture.recipe), self.seed, self.stop, self.chunk, self.cache_size,
-                           self.position, self.fingerprint))
+                           self.position, self.fingerprint, self.lazy))
 
     # -- task indices (no rendering) --------------------------------------------------------------
     def _block_tasks(self, block: int) -> np.ndarray:
@@ -250,16 +255,23 @@ class ExampleStream(IterableDataset):
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
     # -- rendering --------------------------------------------------------------------------------
-    def _task_rows(self, t: int) -> list[dict[str, Any]]:
+    def _task_rows(self, t: int) -> Sequence[dict[str, Any]]:
         if t not in self._rows:
-            from t2t.tasks.sources import load_rows  # imports datasets (seconds): only when rows are read
+            # Imported here: t2t.tasks.sources is light, but load_rows imports datasets (seconds).
+            from t2t.tasks.sources import lazy_rows, load_rows
 
             entry = self.mixture.entries[t]
             task = entry.task
-            ds = load_rows(task, TRAIN_SPLIT)
-            if entry.limit is not None and len(ds) > entry.limit:  # the mixture's train_limit (FLAN's 30k)
-                ds = ds.select(range(entry.limit))
-            rows = ds.to_list()
+            # Local JSON Lines rows are read when drawn (an offset a row in memory): a mixture over
+            # thousands of task files starts at once and never holds every row (benchmarks/sni_scale.py).
+            rows: Sequence[dict[str, Any]] | None = None
+            if self.lazy:
+                rows = lazy_rows(task, TRAIN_SPLIT, entry.limit)
+            if rows is None:
+                ds = load_rows(task, TRAIN_SPLIT)
+                if entry.limit is not None and len(ds) > entry.limit:  # the mixture's train_limit (FLAN's 30k)
+                    ds = ds.select(range(entry.limit))
+                rows = ds.to_list()
             if len(rows) != self.sizes[t]:
                 raise T2TError(f"task '{task.name}' ({task.path}): its train split now has {len(rows)} rows, "
                                f"but the mixture was resolved with {self.sizes[t]}; its data changed while "
@@ -370,9 +382,10 @@ class ExampleStream(IterableDataset):
 
 
 def _rebuild(recipe: dict[str, Any], seed: int, stop: str, chunk: int, cache_size: int, position: int,
-             fingerprint: str) -> ExampleStream:
+             fingerprint: str, lazy: bool = True) -> ExampleStream:
     name = recipe.pop("name")
-    stream = ExampleStream(load_mixture(name, **recipe), seed, stop=stop, chunk=chunk, cache_size=cache_size)
+    stream = ExampleStream(load_mixture(name, **recipe), seed, stop=stop, chunk=chunk, cache_size=cache_size,
+                           lazy=lazy)
     if stream.fingerprint != fingerprint:
         raise T2TError(f"mixture '{name}' changed on disk while the stream was being sent to another process")
     stream.position = position

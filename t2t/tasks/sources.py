@@ -1,7 +1,9 @@
 """Rows for a task split, through `datasets`: hub datasets, local files, or built-in generators.
 
 Nothing is loaded until a split is asked for. Remote code is never trusted unless the task file says
-``trust_remote_code: true`` explicitly.
+``trust_remote_code: true`` explicitly. Local JSON Lines files are counted (:func:`num_rows`) and, for the
+mixture stream, read row by row (:func:`lazy_rows`) without ``datasets`` (:mod:`t2t.tasks.jsonlines`):
+``datasets`` is imported (~2 s) only when a split goes through it.
 """
 
 from __future__ import annotations
@@ -9,13 +11,15 @@ from __future__ import annotations
 import glob
 import json
 from pathlib import Path
-from typing import Any
-
-import datasets
+from typing import TYPE_CHECKING, Any
 
 from t2t.errors import T2TError
 from t2t.tasks.generators import _check_args, get_generator
+from t2t.tasks.jsonlines import JsonLinesRows, count_rows, open_rows
 from t2t.tasks.task import Task
+
+if TYPE_CHECKING:
+    import datasets
 
 DEFAULT_SIZES = {"train": 2000, "validation": 200, "test": 200}
 _FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -119,6 +123,8 @@ def _generator_plan(task: Task, source_split: str) -> tuple[Any, int, int]:
 
 
 def _generated(task: Task, source_split: str) -> datasets.Dataset:
+    import datasets
+
     fn, n, seed = _generator_plan(task, source_split)
     try:
         rows = fn(source_split, n, seed)
@@ -131,6 +137,8 @@ def _generated(task: Task, source_split: str) -> datasets.Dataset:
 
 def load_rows(task: Task, split: str) -> datasets.Dataset:
     """The rows of one split of a task (after its per-split ``limit``)."""
+    import datasets
+
     # Loading local files must not ping the hub for download counts (it stalls offline).
     datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
     if split not in task.splits:
@@ -176,9 +184,32 @@ def load_rows(task: Task, split: str) -> datasets.Dataset:
     return ds
 
 
+def _json_lines(task: Task, split: str) -> list[str] | None:
+    """The files of a split if they are all local JSON Lines files (else None: ``datasets`` reads them)."""
+    if split not in task.splits or "files" not in task.source or "generator" in task.source:
+        return None
+    fmt, paths = _files_for(task, task.splits[split])
+    return paths if fmt == "json" and all(Path(p).suffix.lower() == ".jsonl" for p in paths) else None
+
+
+def lazy_rows(task: Task, split: str, limit: int | None = None) -> JsonLinesRows | None:
+    """The rows of a split of local JSON Lines files, each parsed when read, equal to ``load_rows``'s
+    (first ``limit`` rows after the task's own limit); None where only ``load_rows`` can read them."""
+    paths = _json_lines(task, split)
+    if paths is None:
+        return None
+    limits = [n for n in (task.limit.get(split), limit) if n is not None]
+    return open_rows(paths, min(limits) if limits else None)
+
+
 def num_rows(task: Task, split: str) -> int:
-    """Number of rows of a split; for generators this needs no generation."""
+    """Number of rows of a split; for generators this needs no generation, for local JSON Lines files
+    no parsing (a line that starts an object but is not JSON is found when the rows are read)."""
     if "generator" in task.source and split in task.splits:
         _, n, _ = _generator_plan(task, task.splits[split])
         return min(n, task.limit.get(split, n))
+    paths = _json_lines(task, split)
+    counted = count_rows(paths) if paths is not None else None
+    if counted:
+        return min(counted, task.limit.get(split, counted))
     return len(load_rows(task, split))

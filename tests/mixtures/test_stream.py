@@ -285,3 +285,87 @@ def test_few_shot_and_no_options_variants(tmp_path: Path) -> None:
             assert d.row not in rows and len(set(rows)) == 3  # never the example itself
             assert all(s[-1] == ("yes" if r % 2 == 0 else "no") for s, r in zip(shots, rows, strict=True))
         assert ex.target == ("yes" if d.row % 2 == 0 else "no")
+
+
+# -- rows read on demand (t2t/tasks/jsonlines.py) ---------------------------------------------------
+
+MIXED = """\
+include: {patterns: ['*']}
+train_limit: 9
+templates:
+  choose: random
+  subset: {a: [one, two, odd_only], b: [one, two], c: [one, two]}
+  variants: {zero_shot: 1, zero_shot_no_options: 1, few_shot: 2}
+  few_shot_k: 2
+"""
+
+
+def both_streams(tmp_path: Path, mixture: str, sizes: dict[str, int], seed: int = 0
+                 ) -> tuple[ExampleStream, ExampleStream]:
+    tasks, mixtures = make(tmp_path, mixture, sizes)
+    m = load_mixture("m", task_dirs=[tasks], mixture_dirs=[mixtures], include_builtin=False)
+    return ExampleStream(m, seed=seed), ExampleStream(m, seed=seed, lazy=False)
+
+
+def test_lazy_rows_give_the_eager_stream(tmp_path: Path) -> None:
+    from t2t.tasks.jsonlines import JsonLinesRows
+
+    lazy, eager = both_streams(tmp_path, MIXED, {"a": 7, "b": 30, "c": 13}, seed=4)
+    assert [d.as_dict() for d in lazy.draws(0, 3000)] == [d.as_dict() for d in eager.draws(0, 3000)]
+    assert lazy.fallbacks == eager.fallbacks and sum(lazy.fallbacks.values()) > 0
+    assert all(isinstance(r, JsonLinesRows) for r in lazy._rows.values()) and len(lazy._rows) == 3
+    assert all(isinstance(r, list) for r in eager._rows.values())
+    assert [len(r) for r in lazy._rows.values()] == [len(r) for r in eager._rows.values()]
+    # resuming a lazy stream mid-way continues the eager stream exactly
+    resumed = ExampleStream(lazy.mixture, seed=4)
+    resumed.load_state_dict(eager.state_dict(1234))
+    assert take(resumed, 500) == [key(d.example) for d in eager.draws(1234, 500)]
+
+
+def test_rows_datasets_would_change_are_read_through_datasets(tmp_path: Path) -> None:
+    lazy, eager = both_streams(tmp_path, TWO_TEMPLATES, SMALL, seed=1)
+    data = tmp_path / "tasks" / "data"
+    # ints mixed with floats (Arrow makes 1 -> 1.0), a missing field (None), blank and indented lines
+    (data / "a.jsonl").write_text("".join(json.dumps({"x": f"a-{i}", "label": i % 2, "w": i if i else 0.5}) + "\n"
+                                          for i in range(7)))
+    (data / "b.jsonl").write_text("".join(json.dumps({"x": f"b-{i}", "label": i % 2, **({"z": 1} if i == 3 else {})})
+                                          + "\n" for i in range(11)))
+    (data / "c.jsonl").write_text("\n  \r\n".join("  " + json.dumps({"x": f"c-{i}", "label": i % 2}) + "\r"
+                                                  for i in range(13)) + "\n\n")
+    lazy, eager = ExampleStream(lazy.mixture, seed=1), ExampleStream(lazy.mixture, seed=1, lazy=False)
+    assert [d.as_dict() for d in lazy.draws(0, 500)] == [d.as_dict() for d in eager.draws(0, 500)]
+    kinds = {lazy.names[t]: type(rows).__name__ for t, rows in lazy._rows.items()}
+    assert kinds == {"a": "list", "b": "list", "c": "JsonLinesRows"}
+    a, b, c = (lazy._rows[lazy.names.index(n)] for n in "abc")
+    assert type(a[1]["w"]) is float and b[0]["z"] is None  # as datasets reads them
+    assert list(c) == list(eager._rows[eager.names.index("c")])
+
+
+def test_a_mixture_of_json_lines_resolves_and_streams_without_datasets(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    lazy, eager = both_streams(tmp_path, MIXED, {"a": 7, "b": 30, "c": 13}, seed=2)
+    expected = [d.as_dict() for d in eager.draws(0, 300)]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("datasets.load_dataset called")
+
+    monkeypatch.setattr(datasets, "load_dataset", refuse)
+    tasks, mixtures = tmp_path / "tasks", tmp_path / "mixtures"
+    m = load_mixture("m", task_dirs=[tasks], mixture_dirs=[mixtures], include_builtin=False)
+    assert [e.examples for e in m.entries] == [7, 9, 9]  # train_limit 9
+    assert [d.as_dict() for d in ExampleStream(m, seed=2).draws(0, 300)] == expected
+
+
+def test_a_broken_line_found_when_its_task_is_drawn_names_file_and_line(tmp_path: Path) -> None:
+    tasks, mixtures = make(tmp_path, TWO_TEMPLATES, SMALL)
+    rows = (tasks / "data" / "b.jsonl").read_text().splitlines()
+    rows[4] = '{"x": "b-4", "label": '
+    (tasks / "data" / "b.jsonl").write_text("\n".join(rows) + "\n")
+    m = load_mixture("m", task_dirs=[tasks], mixture_dirs=[mixtures], include_builtin=False)
+    assert [e.examples for e in m.entries] == [7, 11, 13]  # counted, not parsed
+    stream = ExampleStream(m)
+    first_b = next(p for p, t in enumerate(stream.task_ids(100).tolist()) if stream.names[t] == "b")
+    with pytest.raises(T2TError, match=r"b.jsonl:5: not a JSON value"):
+        stream.draw(first_b)
