@@ -9,6 +9,10 @@ A checkpoint is a folder ``checkpoint-000100/`` holding
   sha256 of every other file (``files``), verified on resume: a file truncated, zeroed or changed after
   it was written is refused, naming it.
 
+Under FSDP2 (an accelerate config with ``fsdp_version: 2``) parameters and optimiser states are
+DTensor shards: every rank gathers them whole for rank 0 to write (a collective), and on resume every
+rank keeps its own shard of the whole tensors, so a checkpoint is the same file however it was sharded.
+
 It is built in a hidden temporary folder and renamed into place only when every file is written and
 flushed, so a crash during a save leaves the previous checkpoint as the newest complete one. No pickle
 is ever written or read.
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from t2t import atomic
 from t2t.errors import T2TError
@@ -46,6 +51,29 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """An FSDP2 shard (DTensor) gathered whole, any other tensor as it is. Collective: every rank calls it."""
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether FSDP2 has sharded ``model``'s parameters (accelerate's ``fsdp_version: 2``)."""
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def gathered_state(model: torch.nn.Module, trainable_only: bool) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` (only its trainable entries with ``trainable_only``) with every shard gathered
+    whole, for rank 0 to save. Collective: every rank calls it."""
+    trainable = set(trainable_state(model))
+    return {n: whole(v).detach() for n, v in model.state_dict().items() if not trainable_only or n in trainable}
+
+
+def _shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of ``full``, laid out as ``like`` (a DTensor); each rank holds ``full``, so no
+    data moves between ranks."""
+    return distribute_tensor(full.to(like.device, like.dtype), like.device_mesh, like.placements, src_data_rank=None)
+
+
 def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -53,7 +81,7 @@ def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     for idx, per_param in state["state"].items():
         for key, value in per_param.items():
             if torch.is_tensor(value):
-                tensors[f"{idx}.{key}"] = value
+                tensors[f"{idx}.{key}"] = whole(value)
             else:
                 scalars[f"{idx}.{key}"] = value
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
@@ -61,9 +89,13 @@ def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
 
 def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
                         meta: dict[str, Any]) -> None:
+    params = [p for group in optimizer.param_groups for p in group["params"]]  # the order of state's indices
     per_param: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         idx, name = key.split(".", 1)
+        param = params[int(idx)]
+        if isinstance(param, DTensor) and value.shape == param.shape:  # Adam's moments, sharded as the param
+            value = _shard_like(value, param)
         per_param.setdefault(int(idx), {})[name] = value
     for key, value in meta["scalars"].items():
         idx, name = key.split(".", 1)
@@ -142,9 +174,11 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: to
     if barrier:
         barrier()
     _save_tensors(torch_rng_tensors(), tmp / f"rng-rank{rank}.safetensors")
+    # every rank: under FSDP2 gathering the shards is collective (under DDP these are the tensors themselves)
+    weights = {n: whole(p) for n, p in trainable_state(model).items()}
+    opt_tensors, opt_meta = optimizer_to_flat(optimizer)
     if rank == 0:
-        _save_tensors(trainable_state(model), tmp / "trainable.safetensors")
-        opt_tensors, opt_meta = optimizer_to_flat(optimizer)
+        _save_tensors(weights, tmp / "trainable.safetensors")
         _save_tensors(opt_tensors, tmp / "optimizer.safetensors")
     if barrier:
         barrier()
@@ -202,7 +236,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
                        "another --model or --lora-r?")
     with torch.no_grad():
         for name, param in params.items():
-            param.copy_(weights[name].to(param.device, param.dtype))
+            full = weights[name].to(param.device, param.dtype)
+            param.copy_(_shard_like(full, param) if isinstance(param, DTensor) else full)
     optimizer_from_flat(optimizer, opt_tensors, state["optimizer"])
     restore_rng(state["rng"])
     if rng is not None:

@@ -24,9 +24,9 @@ from t2t.atomic import write_dir, write_json
 from t2t.data.batches import Batcher, StepBatches, StepDataset, auto_workers, step_loader
 from t2t.errors import Stopped, T2TError
 from t2t.mixtures.stream import build_stream
-from t2t.modeling.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from t2t.modeling.checkpoint import gathered_state, is_sharded, list_checkpoints, load_checkpoint, save_checkpoint
 from t2t.modeling.integrity import record_checksums
-from t2t.modeling.loading import apply_lora, choose_precision, load_model, load_tokenizer, resolve_model
+from t2t.modeling.loading import apply_lora, choose_precision, load_adapter, load_model, load_tokenizer, resolve_model
 from t2t.modeling.loss import Seq2SeqLoss
 from t2t.tasks.task import Example
 from t2t.training.config import FinetuneConfig
@@ -82,9 +82,15 @@ class FinetuneRecipe:
         from accelerate import Accelerator
 
         cfg, t = self.cfg, self.t
-        self.accelerator = Accelerator(mixed_precision=choose_precision(cfg.model.precision),
-                                       cpu=not torch.cuda.is_available())
+        try:
+            self.accelerator = Accelerator(mixed_precision=choose_precision(cfg.model.precision),
+                                           cpu=not torch.cuda.is_available())
+        except RuntimeError as exc:  # accelerate's FSDP1 plugin looks for a GPU as it is built
+            if not fsdp_requested():
+                raise
+            raise T2TError(f"the accelerate config asks for FSDP, which cannot start here ({exc})") from None
         acc = self.accelerator
+        check_fsdp(acc)
         self.rank, self.world, self.is_main = acc.process_index, acc.num_processes, acc.is_main_process
         if t.batch_size % (self.world * t.grad_accum):
             raise T2TError(f"--batch-size {t.batch_size} must be a multiple of processes x --grad-accum "
@@ -152,6 +158,8 @@ class FinetuneRecipe:
                                        [t.schedule], optimizer, num_warmup_steps=t.warmup_steps,
                                        num_training_steps=t.max_steps)
         self.loss_module, self.optimizer = self.accelerator.prepare(Seq2SeqLoss(self.model), optimizer)
+        # FSDP2 replaces the parameters by sharded ones (the optimiser follows): clip those
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
 
     def _restore(self, path: Path) -> None:
         state = load_checkpoint(path, self.model, self.optimizer, self.rank, self.world)
@@ -262,19 +270,23 @@ class FinetuneRecipe:
     def _save_snapshot(self, done: int) -> None:
         """The adapter as it is after step ``done``: ``snapshots/step-NNNNNN``, a folder peft (and
         ``t2t.evaluate --adapter``) loads. Rewritten whole on a resumed run."""
+        state = gathered_state(self.model, trainable_only=True) if is_sharded(self.model) else None
         if self.is_main:
             with self._writing("a snapshot", done):
-                save_final(self.model, self.tokenizer, self.out / "snapshots" / f"step-{done:06d}")
+                save_final(self.model, self.tokenizer, self.out / "snapshots" / f"step-{done:06d}", state_dict=state)
         self.accelerator.wait_for_everyone()
 
     # -- save --------------------------------------------------------------------------------------
     def save(self) -> dict[str, Any]:
         """The tuned weights: ``adapter/`` for LoRA, ``model/`` for full fine-tuning (and ``merged/``)."""
-        tuned_dir = self.out / ("adapter" if self.cfg.tuning.method == "lora" else "model")
+        lora = self.cfg.tuning.method == "lora"
+        tuned_dir = self.out / ("adapter" if lora else "model")
+        # FSDP2: every rank gathers the shards (collective), rank 0 saves them
+        state = gathered_state(self.model, trainable_only=lora) if is_sharded(self.model) else None
         if self.is_main:
             with self._writing(f"{tuned_dir.name}/"):
                 save_final(self.model, self.tokenizer, tuned_dir,
-                           merge_dir=self.out / "merged" if self.t.merge else None)
+                           merge_dir=self.out / "merged" if self.t.merge else None, state_dict=state)
         self.accelerator.wait_for_everyone()
         heldout = [h["name"] for h in self.manifest["heldout"]["tasks"]]
         return {"is_main": self.is_main, "tuned_dir": str(tuned_dir), "heldout": heldout,
@@ -396,16 +408,49 @@ def evaluate_loss(loss_module: torch.nn.Module, batcher: Batcher, examples: Sequ
     return float(total / count.clamp(min=1))
 
 
-def _save_model_dir(model: torch.nn.Module, tokenizer: Any, out: Path) -> None:
+def _save_model_dir(model: torch.nn.Module, tokenizer: Any, out: Path,
+                    state_dict: dict[str, torch.Tensor] | None = None) -> None:
     """A model (or adapter) folder, built beside ``out`` and renamed into place whole."""
     with write_dir(out) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        model.save_pretrained(str(tmp), safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
         tokenizer.save_pretrained(str(tmp))
         record_checksums(tmp)  # verified when evaluate loads the adapter (t2t.modeling.integrity)
 
 
-def save_final(model: torch.nn.Module, tokenizer: Any, out: Path, merge_dir: Path | None = None) -> None:
-    """The adapter (or full model) folder, and with ``merge_dir`` the base with the adapter merged in."""
-    _save_model_dir(model, tokenizer, out)
+def save_final(model: torch.nn.Module, tokenizer: Any, out: Path, merge_dir: Path | None = None,
+               state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """The adapter (or full model) folder, and with ``merge_dir`` the base with the adapter merged in.
+
+    ``state_dict``: the weights gathered whole from FSDP2 shards (:func:`gathered_state`); a sharded model
+    cannot be merged in place, so the merge is made on the base read again with the adapter just saved."""
+    _save_model_dir(model, tokenizer, out, state_dict)
     if merge_dir is not None and hasattr(model, "merge_and_unload"):
-        _save_model_dir(copy.deepcopy(model).merge_and_unload(), tokenizer, merge_dir)
+        if state_dict is None:
+            merged = copy.deepcopy(model).merge_and_unload()
+        else:
+            merged = load_adapter(load_model(model.peft_config["default"].base_model_name_or_path), str(out))
+            merged = merged.merge_and_unload()
+        _save_model_dir(merged, tokenizer, merge_dir)
+
+
+def fsdp_requested() -> bool:
+    """Whether ``accelerate launch`` was given an FSDP config (it passes the config on in the environment)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def check_fsdp(accelerator: Any) -> None:
+    """An FSDP config runs as FSDP2 or not at all. accelerate (1.15) keeps FSDP for accelerators: on CPU
+    processes it drops the plugin and trains with DDP, which would be reported as FSDP. And t2t gathers
+    checkpoints and adapters from FSDP2's DTensor shards; FSDP1's flat parameters it cannot save."""
+    if not fsdp_requested():
+        return
+    import accelerate
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.FSDP:
+        raise T2TError(f"the accelerate config asks for FSDP, but accelerate {accelerate.__version__} runs FSDP "
+                       f"only on GPUs and would train with {accelerator.distributed_type.name} here; on CPU launch "
+                       "without FSDP (torchrun, or an accelerate config with distributed_type: MULTI_CPU)")
+    if not accelerator.is_fsdp2:
+        raise T2TError("the accelerate config asks for FSDP version 1; t2t saves checkpoints and adapters from "
+                       "FSDP2 shards: set fsdp_version: 2 in its fsdp_config (see docs/scale-out.md)")
