@@ -5,6 +5,8 @@ header load as zeros, and training or scoring then go on with wrong weights. So 
 for a later command to read (checkpoints, the adapter, ``model/``, ``merged/``) records the sha256 of
 each of its files, and readers verify them: a checkpoint in its ``state.json`` (``files``), a model or
 adapter folder in ``t2t_checksums.json`` inside it, written in the same atomic rename as the files.
+Adapters are checked by ``check_adapter``, ``model/`` and ``merged/`` by ``check_model_dir`` (both in
+:mod:`t2t.modeling.loading`, before any loader reads them); folders without the file still load.
 A file whose header is unreadable (truncated, empty, zeroed) is refused before any loader sees it.
 """
 

@@ -87,10 +87,30 @@ def load_tokenizer(path: str, revision: str | None = None) -> Any:
                        "name, a local model folder, or t2t-tiny for the offline model") from exc
 
 
+def check_model_dir(path: str | Path) -> None:
+    """The checks :func:`load_model` makes on a local model folder before transformers reads it.
+
+    A folder t2t wrote (``model/`` of ``--method full``, ``merged/`` of ``--merge``) must have the sha256
+    recorded when it was written (``t2t_checksums.json``), file by file; every ``*.safetensors`` file in
+    any local folder must be whole (its header). Hub names and folders without checksums pass unchecked
+    by sha256, as before."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return
+    what = f"--model {path}"
+    advice = "the model folder is damaged: restore it or train it again"
+    recorded = recorded_checksums(folder, what)
+    if recorded is not None:
+        verify_checksums(folder, recorded, what, advice)
+    for weights in sorted(folder.glob("*.safetensors")):
+        check_safetensors(weights, what, advice)
+
+
 def load_model(path: str, attn_implementation: str = "eager", revision: str | None = None,
                dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
+    check_model_dir(path)
     try:
         config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=False)
     except (OSError, ValueError) as exc:

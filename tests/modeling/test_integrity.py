@@ -133,3 +133,68 @@ def test_check_safetensors_accepts_whole_files_only(tmp_path: Path) -> None:
         path.write_bytes(broken)
         with pytest.raises(T2TError, match=f"test: {path} is not a readable safetensors file .*; redo it"):
             check_safetensors(path, "test", "redo it")
+
+
+@pytest.fixture(scope="module")
+def t2t_models(tiny: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``model/`` (--method full) and ``merged/`` (--merge) as t2t.finetune writes them (save_final)."""
+    run = tmp_path_factory.mktemp("full")
+    save_final(load_model(tiny), load_tokenizer(tiny), run / "model")
+    torch.manual_seed(0)
+    save_final(apply_lora(load_model(tiny), r=2, alpha=4, dropout=0.0), load_tokenizer(tiny), run / "adapter",
+               merge_dir=run / "merged")
+    return {"model": run / "model", "merged": run / "merged"}
+
+
+@pytest.mark.parametrize("kind", ["model", "merged"])
+def test_a_t2t_model_folder_records_and_passes_its_checksums(t2t_models: dict[str, Path], kind: str) -> None:
+    folder = t2t_models[kind]
+    recorded = json.loads((folder / CHECKSUMS).read_text())["sha256"]
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(recorded)
+    model = load_model(str(folder))
+    assert load_file(str(folder / "model.safetensors")).keys() <= model.state_dict().keys()
+
+
+@pytest.mark.parametrize("kind", ["model", "merged"])
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_t2t_model_folder_is_refused_naming_the_file(t2t_models: dict[str, Path], tmp_path: Path,
+                                                               kind: str, damage: str) -> None:
+    folder = copy_of(t2t_models[kind], tmp_path)
+    weights = folder / "model.safetensors"
+    DAMAGE[damage](weights)
+    with pytest.raises(T2TError) as info:
+        load_model(str(folder))
+    message = str(info.value)
+    assert message.startswith(f"--model {folder}: {weights} is damaged")
+    assert "restore it or train it again" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json"])
+def test_a_changed_or_missing_file_of_a_t2t_model_folder_is_named(t2t_models: dict[str, Path], tmp_path: Path,
+                                                                  name: str) -> None:
+    folder = copy_of(t2t_models["merged"], tmp_path)
+    (folder / name).write_text((folder / name).read_text().replace("a", "b", 1))
+    with pytest.raises(T2TError, match=f"--model {folder}: {folder / name} is damaged"):
+        load_model(str(folder))
+    (folder / name).unlink()
+    with pytest.raises(T2TError, match=f"--model {folder}: {folder / name} is missing"):
+        load_model(str(folder))
+
+
+def test_a_model_folder_without_checksums_still_loads_and_its_header_is_checked(t2t_models: dict[str, Path],
+                                                                                tmp_path: Path) -> None:
+    folder = copy_of(t2t_models["model"], tmp_path)
+    (folder / CHECKSUMS).unlink()  # a folder plain transformers wrote
+    load_model(str(folder))
+    weights = folder / "model.safetensors"
+    DAMAGE["truncated"](weights)
+    with pytest.raises(T2TError) as info:
+        load_model(str(folder))
+    assert str(info.value).startswith(f"--model {folder}: {weights} is not a readable safetensors file")
+
+
+def test_a_damaged_checksum_file_is_named(t2t_models: dict[str, Path], tmp_path: Path) -> None:
+    folder = copy_of(t2t_models["model"], tmp_path)
+    (folder / CHECKSUMS).write_text("{not json")
+    with pytest.raises(T2TError, match=f"--model {folder}: {folder / CHECKSUMS} is damaged"):
+        load_model(str(folder))
