@@ -20,6 +20,7 @@ from t2t.tasks.task import SPLITS
 
 COMMAND = "t2t.evaluate"
 PRECISIONS = ("fp32", "bf16")
+CHOICE_SCORING = ("t2t", "lm-eval")  # t2t.evaluation.scoring.CONVENTIONS (that module imports torch)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,13 @@ class ScoringConfig:
         "metavar": "N"})
     log_samples: bool = field(default=False, metadata={
         "help": "keep every prompt and prediction in results.json", "metavar": "[BOOL]"})
+    choice_scoring: str = field(default="t2t", metadata={
+        "help": "what a choice's score covers: t2t (its tokens + EOS, as T5 is trained) or lm-eval "
+                "(target_delimiter + its tokens, no EOS, as lm-evaluation-harness 0.4 scores seq2seq models)",
+        "metavar": "{t2t,lm-eval}"})
+    target_delimiter: str = field(default=" ", metadata={
+        "help": "text between input and choice under --choice-scoring lm-eval (lm-eval's target_delimiter)",
+        "metavar": "TEXT", "shown": "' ', lm-eval's default"})
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,12 @@ class EvaluateConfig:
                 continue  # 0, like None: by device
             if value is not None and value < least:
                 raise T2TError(f"{configs.flag(name)} must be at least {least}, got {value}")
+        if s.choice_scoring not in CHOICE_SCORING:
+            raise T2TError(f"--choice-scoring {s.choice_scoring}: use t2t (choice + EOS, the default) or lm-eval "
+                           "(target_delimiter + choice, no EOS)")
+        if s.target_delimiter != " " and s.choice_scoring != "lm-eval":
+            raise T2TError(f"--target-delimiter {s.target_delimiter!r} is used only with --choice-scoring lm-eval; "
+                           "add that or drop --target-delimiter")
         if m.precision not in PRECISIONS:
             raise T2TError(f"--precision {m.precision}: use fp32 or bf16 (fp16 breaks T5)")
         if t.split not in SPLITS:

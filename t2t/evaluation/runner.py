@@ -74,7 +74,8 @@ def _score_plan(model, tokenizer, plan: TaskPlan, label: str, opts: dict[str, An
     common = {k: opts[k] for k in ("batch_size", "max_input_len", "device")}
     per_example: list[dict[str, Any]]
     if plan.kind == "choices":
-        scores = scoring.score_choices(model, tokenizer, inputs, [ex.choices for _, ex in flat], **common)
+        scores = scoring.score_choices(model, tokenizer, inputs, [ex.choices for _, ex in flat], **common,
+                                       convention=opts["choice_scoring"], target_delimiter=opts["target_delimiter"])
         by_sum, by_char = scoring.predict(scores, "sum"), scoring.predict(scores, "chars")
         per_example = [{"choices": list(ex.choices), "logprobs": [s.logprob for s in row],
                         "prediction": ex.choices[a], "prediction_norm": ex.choices[b],
@@ -150,6 +151,10 @@ class EvalResult:
         head = (f"# t2t evaluation\n\n{self.settings['num_shots']}-shot, split {self.settings['split']}, "
                 f"limit {self.settings['limit']}, seed {self.settings['seed']}; task = median over templates "
                 "±std (min–max); cluster and all = mean of task medians.\n\n")
+        scoring = self.settings.get("choice_scoring", {})
+        if scoring.get("convention") == "lm-eval":  # t2t's default is the unmarked case
+            head += (f"Choices scored as lm-eval does: target_delimiter {scoring['target_delimiter']!r} + choice, "
+                     "no EOS.\n\n")
         notes = "".join(f"\n- note: {n}" for n in self.notes)
         body = head + render_markdown(self.report) + (notes + "\n" if notes else "")
         if self.bootstrap is not None:
@@ -280,7 +285,7 @@ def score_models(config: EvaluateConfig, base: Base, plans: Sequence[TaskPlan], 
 
     s = config.scoring
     opts = {"batch_size": base.batch_size, "max_input_len": s.max_input_len, "device": base.device,
-            "num_beams": s.num_beams}
+            "num_beams": s.num_beams, "choice_scoring": s.choice_scoring, "target_delimiter": s.target_delimiter}
     scored = Scored({labels[0]: base.name}, samples=[] if s.log_samples else None)
     model = base.load_model()
     for k, label in enumerate(labels):
@@ -312,9 +317,20 @@ def assemble(config: EvaluateConfig, base: Base, plans: Sequence[TaskPlan], labe
                 "max_new_tokens": s.max_new_tokens, "num_beams": s.num_beams, "seed": s.seed,
                 "device": base.device, "precision": config.model.precision,
                 "few_shot_format": {"xy": FEW_SHOT_XY, "separator": FEW_SHOT_SEP}, "bootstrap": s.bootstrap,
+                "choice_scoring": choice_scoring(s.choice_scoring, s.target_delimiter),
                 "resolved": configs.to_dict(config)}
     return EvalResult(report, scored.models, {p.task.name: p.info() for p in plans}, settings, scored.samples,
                       bootstrap=intervals, config=config)
+
+
+def choice_scoring(convention: str, target_delimiter: str) -> dict[str, Any]:
+    """The rank-classification convention as results.json records it: scores under t2t's and lm-eval's
+    conventions are not comparable (t2t.evaluation.scoring), so a reader must be able to tell them apart."""
+    if convention == "lm-eval":
+        return {"convention": "lm-eval", "target": "target_delimiter + choice", "eos": False,
+                "target_delimiter": target_delimiter, "input_truncation": "left"}
+    return {"convention": "t2t", "target": "choice + EOS", "eos": True, "target_delimiter": "",
+            "input_truncation": "right, EOS kept"}
 
 
 def _switch_adapter(model, adapter_dir: str, name: str, first: bool):

@@ -7,6 +7,18 @@ Rank classification (T0, lm-eval). For an input x and answer choices c_1..c_k, t
 where the target tokens are the tokenizer's pieces of c_j **followed by EOS**, exactly the target a T5
 model is trained on. Keeping EOS is what T0 does with T5 targets, and it matters: without it a choice
 that is a prefix of another ("yes" vs "yes it is") gets its probability mass from every continuation.
+Two conventions for what a choice's target is (``convention``):
+
+* ``"t2t"`` (the default): the choice's pieces followed by EOS, the input encoded as in training
+  (EOS appended, cut on the right with EOS kept).
+* ``"lm-eval"``: lm-evaluation-harness 0.4's seq2seq ``HFLM`` (``backend="seq2seq"``): the request is
+  (context = input, continuation = ``target_delimiter`` + choice); trailing whitespace of the context
+  moves to the front of the continuation (``LM._encode_pair``); the context is encoded with special
+  tokens (EOS for T5) and cut on the left to its last ``max_input_len`` tokens; the continuation is
+  encoded without special tokens, so no EOS is scored. Measured on t2t's base and demo adapter (600
+  rows, REFERENCE.md): with lm-eval's defaults only 59-200 of 200 predictions per task agree with t2t's
+  convention, so the convention is recorded with every result (``results.json``).
+
 Predictions (see :func:`predict`): ``"sum"`` is the argmax of the sum (T0, lm-eval ``acc``);
 ``"chars"`` is the argmax of the sum divided by the choice's length in characters (lm-eval
 ``acc_norm``).
@@ -40,8 +52,9 @@ from t2t.errors import T2TError
 class ChoiceScore:
     """Score of one answer choice for one input.
 
-    ``logprob``: sum of log-probabilities of the choice's tokens, EOS included (natural log).
-    ``num_tokens``: how many tokens were scored (EOS included). ``num_chars``: ``len(choice)``.
+    ``logprob``: sum of log-probabilities of the choice's tokens (natural log); EOS included under the t2t
+    convention, the delimiter instead of EOS under lm-eval's. ``num_tokens``: how many tokens were scored.
+    ``num_chars``: ``len(choice)``, without the delimiter (lm-eval's ``acc_norm`` divides by the same).
     """
 
     logprob: float
@@ -113,6 +126,41 @@ def _encode_choices(tokenizer, choices: Sequence[str]) -> list[list[int]]:
     return [list(seq) + [tokenizer.eos_token_id] for seq in ids]
 
 
+CONVENTIONS = ("t2t", "lm-eval")
+
+
+def check_convention(convention: str) -> None:
+    if convention not in CONVENTIONS:
+        raise T2TError(f"--choice-scoring {convention}: unknown convention; use t2t (choice + EOS, the "
+                       "default) or lm-eval (target_delimiter + choice, no EOS)")
+
+
+def _encode_requests(tokenizer, inputs: Sequence[str], choices: Sequence[Sequence[str]],
+                     max_input_len: int | None, convention: str,
+                     target_delimiter: str) -> tuple[list[list[int]], list[list[list[int]]]]:
+    """Encoder ids per input and target ids per choice, by ``convention`` (see the module docstring)."""
+    check_convention(convention)
+    if convention == "t2t":
+        return _encode_inputs(tokenizer, inputs, max_input_len), [_encode_choices(tokenizer, row) for row in choices]
+    contexts, moved = [], []
+    for text in inputs:
+        n_spaces = len(text) - len(text.rstrip())
+        contexts.append(text[:len(text) - n_spaces])
+        moved.append(text[len(text) - n_spaces:])
+    # lm-eval encodes one string at a time (tokenizer.encode) and cuts the context from the left.
+    input_ids = [tokenizer.encode(c)[-max_input_len:] if max_input_len else tokenizer.encode(c) for c in contexts]
+    choice_ids = []
+    for i, row in enumerate(choices):
+        conts = [tokenizer.encode(moved[i] + target_delimiter + c, add_special_tokens=False) for c in row]
+        for c, ids in zip(row, conts, strict=True):
+            if not ids:  # lm-eval asserts a non-empty continuation
+                raise T2TError(f"--choice-scoring lm-eval: choice {c!r} of input {i} with target_delimiter "
+                               f"{target_delimiter!r} encodes to no token; lm-eval cannot score it either; "
+                               "use --choice-scoring t2t")
+        choice_ids.append(conts)
+    return input_ids, choice_ids
+
+
 def _pad(
     rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,19 +221,21 @@ def score_choices(
     batch_size: int = 32,
     max_input_len: int | None = None,
     device: torch.device | str | None = None,
+    convention: str = "t2t",
+    target_delimiter: str = " ",
 ) -> list[list[ChoiceScore]]:
     """Score every answer choice of every input; ``result[i][j]`` belongs to ``choices[i][j]``.
 
     ``batch_size`` counts inputs per encoder pass; the decoder pass of that batch has one row per
-    (input, choice). Inputs longer than ``max_input_len`` tokens are truncated (EOS kept); choices are
-    never truncated. ``device`` defaults to the model's device.
+    (input, choice). Inputs longer than ``max_input_len`` tokens are truncated (t2t: on the right, EOS
+    kept; lm-eval: on the left); choices are never truncated. ``convention`` and ``target_delimiter``
+    (used by ``"lm-eval"`` only): see the module docstring. ``device`` defaults to the model's device.
     """
     _check_choices(inputs, choices)
     _check_model(model)
     device = _device_of(model, device)
     pad_id, start_id = tokenizer.pad_token_id, _decoder_start_id(model, tokenizer)
-    input_ids = _encode_inputs(tokenizer, inputs, max_input_len)
-    choice_ids = [_encode_choices(tokenizer, row) for row in choices]
+    input_ids, choice_ids = _encode_requests(tokenizer, inputs, choices, max_input_len, convention, target_delimiter)
     results: list[list[ChoiceScore] | None] = [None] * len(inputs)
 
     with _eval_mode(model):
@@ -277,22 +327,24 @@ def score_choices_naive(
     choices: Sequence[Sequence[str]],
     max_input_len: int | None = None,
     device: torch.device | str | None = None,
+    convention: str = "t2t",
+    target_delimiter: str = " ",
 ) -> list[list[ChoiceScore]]:
     """Reference rank classification: one full ``model(input_ids, labels=choice)`` per (input, choice).
 
     Uses the model's own label shifting and loss (mean token cross-entropy, times the token count),
-    so it shares no scoring code with :func:`score_choices`.
+    so it shares no scoring code with :func:`score_choices` beyond the encoding of the requests.
     """
     _check_choices(inputs, choices)
     _check_model(model)
     device = _device_of(model, device)
-    input_ids = _encode_inputs(tokenizer, inputs, max_input_len)
+    input_ids, choice_ids = _encode_requests(tokenizer, inputs, choices, max_input_len, convention, target_delimiter)
     results = []
     with _eval_mode(model):
-        for ids, row in zip(input_ids, choices, strict=True):
+        for ids, row, targets in zip(input_ids, choices, choice_ids, strict=True):
             enc = torch.tensor([ids], device=device)
             scored = []
-            for text, target in zip(row, _encode_choices(tokenizer, row), strict=True):
+            for text, target in zip(row, targets, strict=True):
                 labels = torch.tensor([target], device=device)
                 loss = model(input_ids=enc, attention_mask=torch.ones_like(enc), labels=labels).loss
                 scored.append(ChoiceScore(-loss.item() * len(target), len(target), len(text)))

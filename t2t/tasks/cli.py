@@ -7,6 +7,8 @@
     python -m t2t.tasks import templates.yaml --cluster C [--out DIR] [--name N] [--overwrite] [--no-truncate]
     python -m t2t.tasks import-sni TASK.json... --out DIR [--test-tasks test_tasks.txt] [--mixture FILE.yaml]
     python -m t2t.tasks catalog [--markdown | --json | --check README.md | --write README.md]
+    python -m t2t.tasks export-lm-eval TASK... --out DIR [--split S] [--limit N] [--seed K] [--overwrite]
+    python -m t2t.tasks import-lm-eval TASK.yaml... --cluster C [--out DIR] [--name N] [--overwrite]
 """
 
 from __future__ import annotations
@@ -168,6 +170,37 @@ def import_sni(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_lm_eval(args: argparse.Namespace) -> int:
+    """``export-lm-eval``: t2t tasks as lm-evaluation-harness task YAML with their rendered rows (t2t.tasks.lm_eval)."""
+    from t2t.tasks import lm_eval
+
+    registry = TaskRegistry.load(args.task_dir)
+    tasks = [registry.get(name) for arg in args.tasks for name in arg.split(",") if name]
+    done = lm_eval.export_tasks(tasks, args.out, args.split, args.limit, args.seed, args.overwrite)
+    for path in done.files:
+        print(f"wrote {path}")
+    for name, rows in done.rows.items():
+        print(f"  {name}: {rows} rows")
+    for task, metrics in done.dropped_metrics.items():
+        print(f"  {task}: metrics {', '.join(metrics)} not exported (lm-eval has no built-in equivalent)")
+    print(f"wrote {done.group}; run: lm_eval --model hf --model_args pretrained=MODEL,backend=seq2seq "
+          f"--include_path {Path(args.out).resolve()} --tasks {lm_eval.GROUP}")
+    print("t2t.evaluate scores the same quantity as lm-eval with --choice-scoring lm-eval")
+    return 0
+
+
+def import_lm_eval(args: argparse.Namespace) -> int:
+    """``import-lm-eval``: lm-evaluation-harness task YAML files as t2t task files (t2t.tasks.lm_eval)."""
+    from t2t.tasks import lm_eval
+
+    for done in lm_eval.import_tasks(args.paths, args.out, args.cluster, args.name, args.overwrite):
+        print(f"wrote {done.path} (task {done.name}, template {lm_eval.TEMPLATE})")
+        for note in done.notes:
+            print(f"  note: {note}")
+    print(f"check it with: python -m t2t.tasks check {args.out}")
+    return 0
+
+
 def list_tasks(args: argparse.Namespace) -> int:
     """``list``: one line (or JSON record) per task, by cluster."""
     registry = TaskRegistry.load(args.task_dir)
@@ -238,7 +271,8 @@ def check_files(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"list": list_tasks, "show": show_task, "render": render_task, "check": check_files,
-            "import": import_promptsource, "import-sni": import_sni, "catalog": catalog.run}
+            "import": import_promptsource, "import-sni": import_sni, "catalog": catalog.run,
+            "export-lm-eval": export_lm_eval, "import-lm-eval": import_lm_eval}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,7 +319,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write a mixture training on the train tasks with the test tasks held out")
     p_sni.add_argument("--overwrite", action="store_true", help="replace existing files")
     p_sni.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    for p in (p_list, p_show, p_render, p_check):
+    p_export = sub.add_parser("export-lm-eval", help="write lm-evaluation-harness task YAML for t2t tasks")
+    p_export.add_argument("tasks", nargs="+", metavar="TASK", help="task names (comma-separated or repeated)")
+    p_export.add_argument("--out", required=True, help="folder for the YAML files and their data/ folder")
+    p_export.add_argument("--split", default="validation",
+                          help="split to render (default validation; else test, then train, as t2t.evaluate)")
+    p_export.add_argument("--limit", type=int, help="the first N rows of each task (default: every row)")
+    p_export.add_argument("--seed", type=int, default=0, help="render seed, as t2t.evaluate --seed (default 0)")
+    p_export.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p_lm_import = sub.add_parser("import-lm-eval", help="convert lm-evaluation-harness task YAML into task files")
+    p_lm_import.add_argument("paths", nargs="+", metavar="TASK_YAML", help="lm-eval task YAML file(s)")
+    p_lm_import.add_argument("--cluster", required=True, help="the cluster of the imported task(s), e.g. qa")
+    p_lm_import.add_argument("--out", default="templates/imported", help="folder to write to (default %(default)s)")
+    p_lm_import.add_argument("--name", help="task name (default: the YAML's task:; only with one file)")
+    p_lm_import.add_argument("--overwrite", action="store_true", help="replace an existing task file")
+    p_lm_import.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    for p in (p_list, p_show, p_render, p_check, p_export):
         add_task_dir_option(p)
     catalog.add_parser(sub)  # the README's catalog table (t2t.tasks.catalog)
     return parser
@@ -293,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command not in ("import", "import-sni"):  # the other commands may load rows
+    if args.command not in ("import", "import-sni", "import-lm-eval"):  # the other commands may load rows
         quiet_datasets()
     return COMMANDS[args.command](args)
 

@@ -217,3 +217,63 @@ def test_packed_choices_path_is_used_for_t5_and_matches_per_choice_rows(model, t
     naive = score_choices_naive(model, tokenizer, inputs, choices)
     assert flat(packed) == pytest.approx(flat(per_choice), abs=1e-4)
     assert flat(packed) == pytest.approx(flat(naive), abs=1e-4)
+
+
+# --- lm-eval's convention (--choice-scoring lm-eval) ----------------------------------------------
+
+
+def lm_eval_data(n: int = 16, seed: int = 9) -> tuple[list[str], list[list[str]]]:
+    """make_data without the empty choice (lm-eval cannot score an empty continuation), and some inputs
+    ending in spaces (lm-eval moves them to the continuation)."""
+    inputs, choices = make_data(n, seed)
+    choices = [[c for c in row if c] or ["yes"] for row in choices]
+    return [x + " " * (i % 3) for i, x in enumerate(inputs)], choices
+
+
+def test_lm_eval_convention_scores_delimiter_and_choice_without_eos(model, tokenizer):
+    inputs, choices = ["is the cat on the mat", "is the cat on the mat  "], [["yes", "the cat sat"]] * 2
+    t2t = score_choices(model, tokenizer, inputs, choices, convention="t2t")
+    lm = score_choices(model, tokenizer, inputs, choices, convention="lm-eval")
+    for c, s in zip(choices[0], lm[0], strict=True):
+        ids = tokenizer.encode(" " + c, add_special_tokens=False)
+        assert tokenizer.eos_token_id not in ids and s.num_tokens == len(ids) and s.num_chars == len(c)
+    assert [s.num_tokens for s in t2t[0]] != [s.num_tokens for s in lm[0]] or flat(t2t) != flat(lm)
+    moved = [len(tokenizer.encode("  " + " " + c, add_special_tokens=False)) for c in choices[0]]
+    assert [s.num_tokens for s in lm[1]] == moved  # the input's trailing spaces went to the continuation
+
+
+def test_lm_eval_convention_fast_path_equals_naive_and_batches(model, tokenizer):
+    inputs, choices = lm_eval_data()
+    kw = {"convention": "lm-eval", "target_delimiter": " "}
+    fast = score_choices(model, tokenizer, inputs, choices, batch_size=5, **kw)
+    one = score_choices(model, tokenizer, inputs, choices, batch_size=1, **kw)
+    naive = score_choices_naive(model, tokenizer, inputs, choices, **kw)
+    assert flat(fast) == pytest.approx(flat(naive), abs=1e-4)
+    assert flat(fast) == pytest.approx(flat(one), abs=1e-4)
+
+
+def test_lm_eval_convention_reproduces_lm_eval_hflm_loglikelihoods(model, tokenizer):
+    """Parity with lm-evaluation-harness itself: HFLM(backend="seq2seq").loglikelihood on the same
+    (context, target_delimiter + choice) requests gives t2t's per-choice scores."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    inputs, choices = lm_eval_data(n=12, seed=10)
+    for delimiter in (" ", "\n"):
+        ours = score_choices(model, tokenizer, inputs, choices, batch_size=4, convention="lm-eval",
+                             target_delimiter=delimiter)
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="seq2seq", batch_size=3, device="cpu")
+        requests = [Instance("loglikelihood", {}, (x, delimiter + c), j)
+                    for x, row in zip(inputs, choices, strict=True) for j, c in enumerate(row)]
+        theirs = [ll for ll, _ in lm.loglikelihood(requests, disable_tqdm=True)]
+        assert flat(ours) == pytest.approx(theirs, abs=1e-4)
+        t2t = score_choices(model, tokenizer, inputs, choices, batch_size=4)
+        assert flat(t2t) != pytest.approx(theirs, abs=1e-3)  # t2t's default is a different quantity
+
+
+def test_lm_eval_convention_errors(model, tokenizer):
+    with pytest.raises(T2TError, match="choice-scoring"):
+        score_choices(model, tokenizer, ["a"], [["x"]], convention="lm_eval")
+    with pytest.raises(T2TError, match="no token"):
+        score_choices(model, tokenizer, ["a"], [[""]], convention="lm-eval", target_delimiter="")
