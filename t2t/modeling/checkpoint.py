@@ -65,7 +65,17 @@ def gathered_state(model: torch.nn.Module, trainable_only: bool) -> dict[str, to
     """``model.state_dict()`` (only its trainable entries with ``trainable_only``) with every shard gathered
     whole, for rank 0 to save. Collective: every rank calls it."""
     trainable = set(trainable_state(model))
-    return {n: whole(v).detach() for n, v in model.state_dict().items() if not trainable_only or n in trainable}
+    out: dict[str, torch.Tensor] = {}
+    gathered: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}  # tied weights stay one tensor, as unsharded
+    for name, value in model.state_dict().items():
+        if trainable_only and name not in trainable:
+            continue
+        local = value.to_local() if isinstance(value, DTensor) else value
+        key = (local.data_ptr(), tuple(value.shape))
+        if key not in gathered:
+            gathered[key] = whole(value).detach()
+        out[name] = gathered[key]
+    return out
 
 
 def _shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

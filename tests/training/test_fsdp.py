@@ -149,3 +149,26 @@ def test_fsdp2_trains_the_update_of_one_process_and_resumes_exactly(folders: Pat
         files = [load_file(str(d / "checkpoints" / "checkpoint-000004" / f"{name}.safetensors"))
                  for d in (two, resumed)]
         assert max_diff(*files) == 0.0
+
+
+def test_fsdp2_full_finetuning_saves_the_model_of_one_process(folders: Path) -> None:
+    """--method full: every weight sharded; model/ is gathered whole (tied embeddings stay one tensor) and
+    has the weights one process trains."""
+    from t2t.modeling.loading import load_model, resolve_model
+
+    mixtures, two = str(folders / "mixtures"), folders / "full-two"
+    options = [*OPTIONS[:OPTIONS.index("--max-steps")], "--max-steps", "2", "--save-steps", "0",
+               *OPTIONS[OPTIONS.index("--batch-size"):], "--method", "full"]
+    done = launch(folders / "fsdp2.yaml", str(REPO / "tests" / "training" / "fsdp_on_cpu.py"), *options,
+                  "--mixture-dir", mixtures, "--output-dir", str(two))
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = folders / "full-one"
+    train(build_config({"mixture": "small", "mixture_dir": [mixtures], "output_dir": str(one), "max_steps": 2,
+                        "save_steps": 0, "batch_size": 8, "lora_dropout": 0.0, "eval_steps": 0, "progress": False,
+                        "warmup_steps": 0, "lr": 1.0, "adam_epsilon": 1.0, "max_grad_norm": 0.0, "method": "full"}))
+    base = load_file(str(Path(resolve_model("t2t-tiny")) / "model.safetensors"))
+    weights = {d: load_file(str(d / "model" / "model.safetensors")) for d in (one, two)}
+    update = max((weights[one][k] - base[k]).abs().max().item() for k in base)
+    assert update > 1e-2
+    assert max_diff(weights[one], weights[two]) < 1e-4 * update
+    load_model(str(two / "model"))  # checksums recorded and verified
