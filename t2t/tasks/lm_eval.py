@@ -36,6 +36,9 @@ Refused, naming the field and why: ``!function`` hooks (Python code t2t does not
 ``process_results``, ``filter_list`` other than lm-eval's default (take_first), other output types
 (``loglikelihood``, ``loglikelihood_rolling``), ``doc_to_text``/``doc_to_target`` that are not strings
 or numbers, Jinja filters t2t's sandbox lacks (lm-eval's ``regex_replace``), other ``dataset_kwargs``.
+Known differences of an imported task: t2t strips the rendered input and each choice and drops empty
+choices (lm-eval keeps them; a choice list with an empty entry shifts the gold index), and t2t splits
+choices on ``|||``; a prompt ending in spaces keeps them in lm-eval, where they move into the continuation.
 Ignored with a note: few-shot settings (``num_fewshot``, ``fewshot_split``; t2t's ``--num-shots`` does
 k-shot its own way), ``generation_kwargs``, ``tag``/``group``, ``metadata``.
 """
@@ -256,7 +259,7 @@ def _jinja(path: Path, key: str, value: Any, env: jinja2.Environment, body: bool
         return str(value)
     if re.fullmatch(r"[A-Za-z_]\w*", value):  # lm-eval reads a bare name of a dataset column as that column
         value = "{{" + value + "}}"
-    if body and "|||" in value or re.search(r"\{%-?\s*(block|endblock|extends)\b", value):
+    if (body and "|||" in value) or re.search(r"\{%-?\s*(block|endblock|extends)\b", value):
         raise _refuse(path, key, "holds '|||' or a block tag, which t2t's template format reserves")
     tree = _parse(path, key, value)
     missing = sorted({f.name for f in tree.find_all(nodes.Filter)} - set(env.filters))
