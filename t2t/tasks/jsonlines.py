@@ -32,6 +32,7 @@ _CHUNK = 1 << 24
 _WHITESPACE = frozenset(b" \t\r\x0b\x0c")
 _LONE_SURROGATE = re.compile(rb"\\[uU][dD][89a-fA-F]")  # json.loads and Arrow may differ on \ud800
 _INT64 = (-(1 << 63), 1 << 63)
+_STR_LIST = ("list", "str")
 
 
 def index(path: str) -> np.ndarray | None:
@@ -100,6 +101,9 @@ def _kind(value: Any) -> Any:
     if isinstance(value, str):
         return "str"
     if isinstance(value, list):
+        inner = set(map(type, value))
+        if inner == {str}:  # SNI's references: the common case, without a call per element
+            return _STR_LIST
         inner = {_kind(v) for v in value} - {None}
         if len(inner) > 1 or (inner and next(iter(inner)) not in ("bool", "int", "float", "str")):
             return "?"
@@ -179,7 +183,9 @@ def open_rows(paths: Sequence[str], limit: int | None = None) -> JsonLinesRows |
                 elif len(row) != len(keys) or any(k not in row for k in keys):
                     return None
                 for k, v in row.items():
-                    kinds[k] = _merge(kinds[k], _kind(v))
+                    kind = "str" if type(v) is str else _kind(v)
+                    if kind != kinds[k]:
+                        kinds[k] = _merge(kinds[k], kind)
         files.append((path, offsets))
     if keys is None or any(v == "?" or (isinstance(v, tuple) and v[1] == "?") for v in kinds.values()):
         return None
