@@ -1,7 +1,7 @@
 """Time and memory to the first training batch of a mixture over SNI-sized task files (issue #14).
 
     python benchmarks/sni_scale.py [--tasks 2000] [--instances 6188000] [--seed 0] [--work DIR]
-                                   [--modes eager,lazy] [--steps 100] [--out FILE.json]
+                                   [--modes eager,lazy] [--steps 100] [--before-src DIR] [--out FILE.json]
 
 1. Generates ``--tasks`` Super-NaturalInstructions task JSON files (Definition, 2-3 positive and 2 negative
    examples with explanations, Instances with 1-4 references, Categories), seeded. Instances per task are
@@ -19,6 +19,10 @@
    and collated; no model), then ``--steps`` more steps. Reports the seconds of each, the process's resident
    set before resolving and its high-water mark after each stage (``/proc/self/status`` VmRSS / VmHWM),
    the growth against the bytes of every instance file, and a sha256 of the first step's examples.
+
+``--before-src DIR`` (a checkout of an earlier commit, e.g. ``git archive REV | tar -x -C DIR``) also
+measures each mixture's ``lazy`` mode with that checkout's code, in the same run, as mode ``before``:
+what a change to loading costs or saves, on the same files and the same machine load.
 
 Modes: ``eager`` is the stream as it was before the lazy reader (``num_rows`` = ``len(load_rows(...))``
 through ``datasets``, every row of a drawn task held as a dict); ``lazy`` is the stream now (JSON Lines
@@ -220,15 +224,18 @@ def _eager_num_rows(task, split: str) -> int:
 def run_measure(work: Path, mixture: str, mode: str, args: argparse.Namespace) -> dict:
     cache = Path(tempfile.mkdtemp(prefix="sni_scale_hf_", dir=work))
     env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, os.path.abspath(__file__), "--measure", f"{mixture}:{mode}", "--work", str(work),
-           "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+    script = os.path.abspath(__file__)
+    if mode == "before":  # the earlier checkout's own script measures its lazy stream
+        script = os.path.join(os.path.abspath(args.before_src), "benchmarks", "sni_scale.py")
+    cmd = [sys.executable, script, "--measure", f"{mixture}:{'lazy' if mode == 'before' else mode}",
+           "--work", str(work), "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     if proc.returncode != 0:
         raise T2TError(f"measuring {mixture}:{mode} failed: {proc.stderr.strip()[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "mode": mode}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="eager,lazy")
     parser.add_argument("--steps", type=int, default=100, help="steps after the first (default 100)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--before-src", default=None,
+                        help="a checkout of an earlier commit: also measure its lazy stream (mode 'before')")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)  # MIXTURE:MODE, in the child
     parser.add_argument("--debug", action="store_true")
@@ -267,8 +276,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{data['instance_file_bytes'] / 2**20:,.0f} MiB of instance files; generated in "
               f"{data['generate_s']} s, imported in {data['import_s']} s", file=sys.stderr)
         runs = []
+        modes = [m for m in args.modes.split(",") if m]
+        if args.before_src:
+            if not (Path(args.before_src) / "benchmarks" / "sni_scale.py").is_file():
+                raise T2TError(f"--before-src {args.before_src}: no benchmarks/sni_scale.py there; give a checkout "
+                               "of t2t (git archive REV | tar -x -C DIR)")
+            modes = ["before", *modes]
         for mixture in [m for m in args.mixtures.split(",") if m]:
-            for mode in [m for m in args.modes.split(",") if m]:
+            for mode in modes:
                 r = run_measure(work, mixture, mode, args)
                 r["growth_per_instance_byte"] = round(r["growth_after_steps_mb"] * 2**20
                                                       / data["instance_file_bytes"], 4)
@@ -288,6 +303,14 @@ def main(argv: list[str] | None = None) -> int:
                     "growth_after_steps_eager_lazy": round(e["growth_after_steps_mb"]
                                                            / max(z["growth_after_steps_mb"], 1e-9), 1),
                     "same_first_step": e["first_step_sha256"] == z["first_step_sha256"]}
+            if "before" in by and "lazy" in by:
+                b, z = by["before"], by["lazy"]
+                result.setdefault("ratios_before", {})[mixture] = {
+                    "resolve_before_now": round(b["resolve_s"] / max(z["resolve_s"], 1e-9), 1),
+                    "to_first_step_before_now": round(b["to_first_step_s"] / max(z["to_first_step_s"], 1e-9), 1),
+                    "growth_to_first_step_before_now": round(b["growth_to_first_step_mb"]
+                                                             / max(z["growth_to_first_step_mb"], 1e-9), 1),
+                    "same_first_step": b["first_step_sha256"] == z["first_step_sha256"]}
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

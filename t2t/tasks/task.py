@@ -29,13 +29,14 @@ import random
 import re
 import reprlib
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from jinja2 import meta as jinja_meta
+from jinja2 import nodes
 from jinja2.sandbox import SecurityError
 
 from t2t.errors import TaskFileError
@@ -206,6 +207,7 @@ class Task:
         self._answer_tpl = self._compile_field("answer", meta.get("answer"))
         self._references_tpl = self._compile_field("references", meta.get("references"))
         self._templates: dict[str, jinja2.Template] = {}
+        self._pending: dict[str, str] = {}  # template name -> Jinja source, parsed and checked, not compiled
         self.templates: dict[str, TemplateInfo] = {}
         self._compile_body(body, offset)
 
@@ -321,16 +323,11 @@ class Task:
                             field="templates")
         for block in split_blocks(body, offset, self.env, self._err):
             name = block.name
-            try:
-                code = self.env.compile(block.source, name=f"{self.name}:{name}", filename=str(self.path))
-            except jinja2.TemplateSyntaxError as exc:
-                raise self._err(f"bad Jinja: {exc.message}", template=name, line=exc.lineno) from None
-            except TOO_DEEP as exc:
-                raise self._err(f"Jinja too deeply nested to compile ({type(exc).__name__})",
-                                template=name) from None
-            self._templates[name] = self.env.template_class.from_code(
-                self.env, code, self.env.make_globals(None), None)
-            self._sources[id(self._templates[name])] = block.source
+            ast = self._block_step(name, self.env.parse, block.source, f"{self.name}:{name}", str(self.path))
+            if _compiles_surely(ast, self.env):  # compiled on its first render: most templates never are
+                self._pending[name] = block.source
+            else:
+                self._templates[name] = self._compile_block(name, block.source, ast)
             settings = meta_templates.get(name) or {}
             if not isinstance(settings, dict) or set(settings) - TEMPLATE_META_FIELDS or not isinstance(
                     settings.get("inverted", False), bool):
@@ -348,6 +345,32 @@ class Task:
             if name not in self.templates:
                 raise self._err(f"settings for template '{name}' but no such block; blocks: "
                                 f"{', '.join(self.templates)}", field=f"templates.{name}")
+
+    def _block_step(self, template: str, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``step(*args, **kwargs)`` (a parse or a compile of block ``template``), its Jinja errors as the task's."""
+        try:
+            return step(*args, **kwargs)
+        except jinja2.TemplateSyntaxError as exc:
+            raise self._err(f"bad Jinja: {exc.message}", template=template, line=exc.lineno) from None
+        except TOO_DEEP as exc:
+            raise self._err(f"Jinja too deeply nested to compile ({type(exc).__name__})", template=template) from None
+
+    def _compile_block(self, name: str, source: str, ast: nodes.Template | None = None) -> jinja2.Template:
+        code = self._block_step(name, self.env.compile, source if ast is None else ast, name=f"{self.name}:{name}",
+                                filename=str(self.path))
+        tpl = self.env.template_class.from_code(self.env, code, self.env.make_globals(None), None)
+        self._sources[id(tpl)] = source
+        return tpl
+
+    def _template(self, name: str) -> jinja2.Template:
+        if name in self._pending:
+            self._templates[name] = self._compile_block(name, self._pending.pop(name))
+        return self._templates[name]
+
+    def compile_templates(self) -> None:
+        """Compile every template not yet compiled (``check`` renders them all, which does the same)."""
+        for name in list(self._pending):
+            self._template(name)
 
     # -- rendering --------------------------------------------------------------------------------
     @property
@@ -436,7 +459,7 @@ class Task:
             bad = next(k for k in row if not isinstance(k, str))
             raise self._err(f"row field names must be strings, got {reprlib.repr(bad)}", template=template)
         template = template or next(iter(self.templates))
-        if template not in self._templates:
+        if template not in self.templates:
             near = difflib.get_close_matches(template, self.template_names, n=3)
             raise self._err(f"no such template; did you mean {near}?" if near else
                             f"no such template; templates: {', '.join(self.template_names)}", template=template)
@@ -456,7 +479,7 @@ class Task:
         base = _context(row, own)
         rng = random.Random(example_seed(seed, self.name, template, index))
         own.update(_seeded_helpers(rng), options=options_text(choices) if (choices and options) else "")
-        text = self._run(self._templates[template], _context(row, own), template, None, index)
+        text = self._run(self._template(template), _context(row, own), template, None, index)
         if not text.strip():
             return None
         if text.count(SEPARATOR) != 1:
@@ -479,6 +502,34 @@ class Task:
 
     def __repr__(self) -> str:
         return f"Task({self.name!r}, cluster={self.cluster!r}, templates={self.template_names})"
+
+
+# How deep a template's syntax tree may nest and still be compiled when first rendered: far below what
+# Python's compiler refuses (20 statically nested blocks, 200 nested parentheses, its recursion limit).
+LAZY_MAX_DEPTH = 15
+
+
+def _compiles_surely(ast: nodes.Template, env: jinja2.Environment) -> bool:
+    """Whether compiling ``ast`` cannot fail, so that it may wait for the first render.
+
+    Parsing raises every syntax error; Jinja's code generator adds its own (TemplateAssertionError: an
+    unknown filter or test, a macro's ``caller`` argument, ``extends`` below the top level, assigning
+    ``loop``) and Python's compiler refuses code nested too deeply. A tree that could meet any of those
+    is compiled at load, as before, so a task file's errors are still all raised when it is loaded."""
+    if any(ast.find_all((nodes.Macro, nodes.CallBlock, nodes.Extends, nodes.Block))):
+        return False
+    if any(f.name not in env.filters for f in ast.find_all(nodes.Filter)) or any(
+            t.name not in env.tests for t in ast.find_all(nodes.Test)):
+        return False
+    if any(n.name == "loop" and n.ctx == "store" for n in ast.find_all(nodes.Name)):
+        return False
+    todo = [(ast, 0)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > LAZY_MAX_DEPTH:
+            return False
+        todo += [(child, depth + 1) for child in node.iter_child_nodes()]
+    return True
 
 
 class _AnswerChoices(list):
