@@ -516,17 +516,15 @@ def _compiles_surely(ast: nodes.Template, env: jinja2.Environment) -> bool:
     unknown filter or test, a macro's ``caller`` argument, ``extends`` below the top level, assigning
     ``loop``) and Python's compiler refuses code nested too deeply. A tree that could meet any of those
     is compiled at load, as before, so a task file's errors are still all raised when it is loaded."""
-    if any(ast.find_all((nodes.Macro, nodes.CallBlock, nodes.Extends, nodes.Block))):
-        return False
-    if any(f.name not in env.filters for f in ast.find_all(nodes.Filter)) or any(
-            t.name not in env.tests for t in ast.find_all(nodes.Test)):
-        return False
-    if any(n.name == "loop" and n.ctx == "store" for n in ast.find_all(nodes.Name)):
-        return False
-    todo = [(ast, 0)]
+    todo: list[tuple[nodes.Node, int]] = [(ast, 0)]  # one walk: this runs for every block of every task file
     while todo:
         node, depth = todo.pop()
-        if depth > LAZY_MAX_DEPTH:
+        if depth > LAZY_MAX_DEPTH or isinstance(node, (nodes.Macro, nodes.CallBlock, nodes.Extends, nodes.Block)):
+            return False
+        if isinstance(node, nodes.Filter) and node.name not in env.filters or isinstance(
+                node, nodes.Test) and node.name not in env.tests:
+            return False
+        if isinstance(node, nodes.Name) and node.name == "loop" and node.ctx == "store":
             return False
         todo += [(child, depth + 1) for child in node.iter_child_nodes()]
     return True
