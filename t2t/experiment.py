@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import json
 import statistics
 import sys
 import time
@@ -330,20 +331,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         kinds["multitask"].update(curve, eval_examples=x.curve_rows * n_val)
         kinds[f"single-{x.single_task}"].update(curve, eval_examples=x.curve_rows)
     specialists: dict[str, str] = {}  # training task -> kind of its specialist
-    extra: dict[str, dict[str, Any]] = {}
+    extra: dict[str, dict[str, Any]] = {}  # the specialists not trained for parts 1 and 2
     if "one_vs_many" in x.parts:
         for entry in train_tasks:
             task, cluster = entry.task.name, entry.task.cluster
-            if x.specialists == "task":
-                kind = f"single-{task}"
-                if kind not in kinds:
-                    extra[kind] = {"mixture": single_task_mixture(mix_dir, mixture, task, heldout)}
-            else:
-                kind = f"cluster-{cluster}"
-                if kind not in extra:
-                    extra[kind] = {"mixture": cluster_mixture(mix_dir, mixture, cluster, heldout)}
-            extra.get(kind, {}).update({"mixture_dir": mix_dirs, "heldout": []})
-            specialists[task] = kind
+            kind = specialists[task] = f"single-{task}" if x.specialists == "task" else f"cluster-{cluster}"
+            if kind not in kinds and kind not in extra:
+                name = (single_task_mixture(mix_dir, mixture, task, heldout) if x.specialists == "task"
+                        else cluster_mixture(mix_dir, mixture, cluster, heldout))
+                extra[kind] = {"mixture": name, "mixture_dir": mix_dirs, "heldout": []}
 
     runs: dict[str, dict[str, Any]] = {}
 
@@ -401,8 +397,6 @@ def unseen_part(cfg: ExperimentConfig, mixture: Any, labels: Sequence[str], runs
 
 def _val_losses(folder: str, task: str) -> dict[int, float]:
     """Step -> validation loss of ``task`` from a run's metrics.jsonl (``val_loss/TASK``)."""
-    import json
-
     losses = {}
     for line in (Path(folder) / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
@@ -458,8 +452,6 @@ def _folder_bytes(folder: Path) -> int:
 def one_vs_many_part(cfg: ExperimentConfig, mixture: Any, runs: dict[str, dict[str, Any]],
                      specialists: dict[str, str], label: Any) -> dict[str, Any]:
     """Part 3: the first seed's multitask adapter against each training task's specialist, on that task."""
-    import json
-
     seed = cfg.experiment.seeds[0]
     multi = label("multitask", seed)
     rows = []
