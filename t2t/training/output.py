@@ -20,6 +20,7 @@ import errno
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from t2t.errors import T2TError
 from t2t.training.config import FinetuneConfig
@@ -68,9 +69,12 @@ def _run_files(out: Path) -> list[Path]:
     return [p for p in out.iterdir() if p.name != LOCK_FILE] if out.is_dir() else []
 
 
-def prepare_output_dir(cfg: FinetuneConfig, is_main: bool) -> tuple[Path, RunLock | None]:
+def prepare_output_dir(cfg: FinetuneConfig, is_main: bool, barrier: Any = None) -> tuple[Path, RunLock | None]:
     """Refuse to clobber earlier results; check the folder is writable; lock it (main process). Deletes
-    nothing: with ``--overwrite``, :func:`retire_previous_run` does that once the run can start."""
+    nothing: with ``--overwrite``, :func:`retire_previous_run` does that once the run can start.
+
+    ``barrier`` (a callable; several processes): every process looks at the folder before the main one
+    writes its probe and lock there, so all of them see the same folder and agree."""
     out = Path(cfg.train.output_dir)
     if out.exists() and not out.is_dir():
         raise T2TError(f"--output-dir {out} is a file, not a folder")
@@ -78,6 +82,8 @@ def prepare_output_dir(cfg: FinetuneConfig, is_main: bool) -> tuple[Path, RunLoc
     if existing and not (cfg.train.resume or cfg.train.overwrite):
         raise T2TError(f"--output-dir {out} is not empty; pass --resume to continue that run or --overwrite "
                        "to start over there (or choose another --output-dir)")
+    if barrier is not None:
+        barrier()
     lock = None
     if is_main:
         try:

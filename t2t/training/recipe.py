@@ -99,7 +99,8 @@ class FinetuneRecipe:
         self.stream = build_stream(cfg.data.mixture, heldout=cfg.data.heldout, seed=t.seed,
                                    task_dirs=cfg.data.task_dir, mixture_dirs=cfg.data.mixture_dir)
         # Checked, writable and locked against a second writer; nothing old is removed yet.
-        self.out, self.lock = prepare_output_dir(cfg, self.is_main)
+        self.out, self.lock = prepare_output_dir(cfg, self.is_main,
+                                                 acc.wait_for_everyone if self.world > 1 else None)
         acc.wait_for_everyone()
         self.ckpt_root = self.out / "checkpoints"
         self.start_step, resume_from = self._resume_point()
