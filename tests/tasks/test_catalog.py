@@ -1,4 +1,4 @@
-"""The hub catalog: the README's table is what the task files say (this test fails when it is stale), the
+"""The hub catalog: docs/catalog.md's table is what the task files say (this test fails when it is stale), the
 catalog's shape (tasks, clusters, templates, sources named), and the ``catalog`` command."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from t2t.tasks.catalog import END, START, catalog_rows, current_table, markdown,
 from t2t.tasks.cli import main
 from t2t.tasks.registry import TaskRegistry
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+CATALOG = Path(__file__).resolve().parents[2] / "docs" / "catalog.md"
 FLAN_CLUSTERS = {"nli", "sentiment", "paraphrase", "closed_book_qa", "reading_comprehension",
                  "reading_comprehension_commonsense", "commonsense", "coreference", "struct_to_text",
                  "summarization", "translation", "misc", "topic_classification"}
@@ -28,11 +28,11 @@ def registry() -> TaskRegistry:
     return TaskRegistry.load()
 
 
-def test_readme_catalog_is_not_stale(registry: TaskRegistry) -> None:
-    if not README.is_file():  # an installed wheel has no README: the check is for the checkout
-        pytest.skip("no README.md beside the package")
-    assert current_table(README.read_text(encoding="utf-8")) == markdown(catalog_rows(registry)), (
-        "README.md's catalog table is stale: run python -m t2t.tasks catalog --write README.md")
+def test_docs_catalog_is_not_stale(registry: TaskRegistry) -> None:
+    if not CATALOG.is_file():  # an installed wheel has no docs/: the check is for the checkout
+        pytest.skip("no docs/catalog.md beside the package")
+    assert current_table(CATALOG.read_text(encoding="utf-8")) == markdown(catalog_rows(registry)), (
+        "docs/catalog.md's catalog table is stale: run python -m t2t.tasks catalog --write docs/catalog.md")
 
 
 def test_catalog_shape(registry: TaskRegistry) -> None:
@@ -78,7 +78,7 @@ def test_catalog_command_prints_checks_and_writes(tmp_path: Path, capsys: pytest
     stale.write_text(f"# x\n\n{START}\n| old | table |\n{END}\n\nafter\n", encoding="utf-8")
     assert run_cli(main, ["catalog", "--check", str(stale)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "is stale" in err and "--write README.md" in err
+    assert err.count("\n") == 1 and "is stale" in err and "--write docs/catalog.md" in err
     assert run_cli(main, ["catalog", "--write", str(stale)]) == 0
     capsys.readouterr()
     text = stale.read_text(encoding="utf-8")
