@@ -112,7 +112,6 @@ def test_rank_classification_agrees_with_naive(capsys: pytest.CaptureFixture[str
 
 
 def test_data_pipeline_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("datasets")
     sys.path.insert(0, str(REPO / "benchmarks"))
     import data_pipeline
 
@@ -179,7 +178,6 @@ def test_gpu_check_script_runs_on_cpu(tmp_path: Path) -> None:
 
 
 def test_sni_scale_eager_and_lazy_give_the_same_first_step(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("datasets")
     from benchmarks import sni_scale
 
     assert sni_scale.main(["--tasks", "12", "--instances", "1500", "--mixtures", "sni", "--steps", "1",

@@ -111,7 +111,7 @@ def one_thread():
 def env(tmp_path_factory):
     """Task and mixture folders, a tiny T5 folder, and two adapters: random LoRA (in a run with a
     manifest) and zero-initialised LoRA (identical to the base)."""
-    peft = pytest.importorskip("peft")
+    import peft
     from transformers import AutoModelForSeq2SeqLM
 
     from t2t.mixtures.resolve import load_mixture

@@ -11,6 +11,7 @@ import torch
 
 from t2t.errors import T2TError
 from t2t.evaluation.scoring import ChoiceScore, generate, generate_ids, predict, score_choices, score_choices_naive
+from tests.conftest import require
 
 WORDS = (
     "the a an cat dog bird sat ran flew on under over mat tree house yes no maybe true false "
@@ -21,7 +22,7 @@ WORDS = (
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    sentencepiece = pytest.importorskip("sentencepiece")
+    import sentencepiece
     from transformers import T5Tokenizer
 
     rng = random.Random(0)
@@ -145,7 +146,7 @@ def test_train_mode_model_is_scored_without_dropout_and_restored(tokenizer, mode
 
 
 def test_peft_lora_model(model, tokenizer):
-    peft = pytest.importorskip("peft")
+    import peft
     config = peft.LoraConfig(
         task_type="SEQ_2_SEQ_LM", r=4, lora_alpha=8, target_modules=["q", "v", "wo"], init_lora_weights=False
     )  # random B so the adapter changes the scores
@@ -255,7 +256,7 @@ def test_lm_eval_convention_fast_path_equals_naive_and_batches(model, tokenizer)
 def test_lm_eval_convention_reproduces_lm_eval_hflm_loglikelihoods(model, tokenizer):
     """Parity with lm-evaluation-harness itself: HFLM(backend="seq2seq").loglikelihood on the same
     (context, target_delimiter + choice) requests gives t2t's per-choice scores."""
-    pytest.importorskip("lm_eval")
+    require("lm_eval")
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 

@@ -14,12 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import datasets
 import pytest
 
-datasets = pytest.importorskip("datasets")
-
-from t2t.tasks.registry import TaskRegistry  # noqa: E402
-from t2t.tasks.sources import load_rows  # noqa: E402
+from t2t.tasks.registry import TaskRegistry
+from t2t.tasks.sources import load_rows
 
 F = datasets.Features
 V = datasets.Value
