@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
+from t2t.data.causal import IGNORE_INDEX, collate_causal_packed, collate_causal_padded, tokenize_causal
 from t2t.data.config import DataConfig
-from t2t.data.packing import collate_packed, collate_padded, pack, token_budget_batches
+from t2t.data.packing import collate_packed, collate_padded, pack, pack_lengths, token_budget_batches
 from t2t.data.tokens import tokenize_batch
 from t2t.errors import T2TError
 from t2t.tasks.task import Example
@@ -70,33 +71,69 @@ def _rebuild_step(flat: torch.Tensor, layout: list[list[tuple[str, torch.dtype, 
 
 
 class Batcher:
-    """Rendered examples -> token ids -> packed (or padded) micro-batch tensors."""
+    """Rendered examples -> token ids -> packed (or padded) micro-batch tensors.
 
-    def __init__(self, tokenizer: Any, data: DataConfig, decoder_start_id: int) -> None:
-        self.tokenizer, self.data = tokenizer, data
+    ``family`` (from :func:`t2t.modeling.family.model_family`, passed in by the recipe since data sits
+    below modeling) picks the layout: ``"seq2seq"`` (:mod:`t2t.data.tokens`, encoder inputs and decoder
+    targets, packed on both sides) or ``"causal"`` (:mod:`t2t.data.causal`, one sequence per example,
+    packed into rows of ``pack_input_len + pack_target_len`` tokens).
+    """
+
+    def __init__(self, tokenizer: Any, data: DataConfig, decoder_start_id: int, family: str = "seq2seq") -> None:
+        if family not in ("seq2seq", "causal"):
+            raise T2TError(f"Batcher: model family {family!r} is unknown (seq2seq or causal)")
+        self.tokenizer, self.data, self.family = tokenizer, data, family
+        self.causal = family == "causal"
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.decoder_start_id = decoder_start_id
         budget = data.micro_batch_tokens
         self.budget = budget if budget > 0 else (16384 if torch.cuda.is_available() else 1024)
 
     def tokenize(self, examples: Sequence[Example]) -> list[dict[str, list[int]]]:
-        out = tokenize_batch({"input": [e.input for e in examples], "target": [e.target for e in examples]},
+        inputs, targets = [e.input for e in examples], [e.target for e in examples]
+        if self.causal:
+            d = self.data
+            return tokenize_causal(self.tokenizer, inputs, targets, d.max_input_len, d.max_target_len,
+                                   loss_on=d.loss_on, chat_template=d.chat_template,
+                                   target_delimiter=d.target_delimiter)
+        out = tokenize_batch({"input": inputs, "target": targets},
                              self.tokenizer, self.data.max_input_len, self.data.max_target_len)
         return [{"input_ids": i, "labels": label} for i, label in zip(out["input_ids"], out["labels"], strict=True)]
+
+    def _collate_rows(self, rows: Sequence[Sequence[dict[str, list[int]]]]) -> dict[str, torch.Tensor]:
+        if self.causal:
+            return collate_causal_packed(rows, self.pad_id)
+        return collate_packed(rows, self.pad_id, self.decoder_start_id)
+
+    def _collate_examples(self, tokens: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        if self.causal:
+            return collate_causal_padded(tokens, self.pad_id)
+        return collate_padded(tokens, self.pad_id, self.decoder_start_id)
+
+    def _sizes(self, tokens: Sequence[dict[str, list[int]]]) -> list[tuple[int, ...]]:
+        """Each example's lengths on the sides a row bounds: (ids,) for causal, (input, target) for seq2seq."""
+        if self.causal:
+            return [(len(t["input_ids"]),) for t in tokens]
+        return [(len(t["input_ids"]), len(t["labels"])) for t in tokens]
 
     def collate(self, tokens: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         """All of ``tokens`` as one batch: packed rows (or padded examples)."""
         if not self.data.packing:
-            return collate_padded(tokens, self.pad_id, self.decoder_start_id)
-        return collate_packed(self.rows(tokens), self.pad_id, self.decoder_start_id)
+            return self._collate_examples(tokens)
+        return self._collate_rows(self.rows(tokens))
 
     def rows(self, tokens: Sequence[dict[str, list[int]]]) -> list[list[dict[str, list[int]]]]:
         """Packed rows; an example longer than a row (either side) gets a row of its own."""
         n_in, n_out = self.data.pack_input_len, self.data.pack_target_len
-        fits = [i for i, t in enumerate(tokens) if len(t["input_ids"]) <= n_in and len(t["labels"]) <= n_out]
+        bounds = (n_in + n_out,) if self.causal else (n_in, n_out)
+        sizes = self._sizes(tokens)
+        fits = [i for i, n in enumerate(sizes) if all(a <= b for a, b in zip(n, bounds, strict=True))]
         long = sorted(set(range(len(tokens))) - set(fits))
-        rows = [[tokens[fits[j]] for j in row] for row in pack([tokens[i] for i in fits], n_in, n_out)]
-        return rows + [[tokens[i]] for i in long]
+        if self.causal:
+            packed = pack_lengths([sizes[i] for i in fits], bounds)
+        else:
+            packed = pack([tokens[i] for i in fits], n_in, n_out)
+        return [[tokens[fits[j]] for j in row] for row in packed] + [[tokens[i]] for i in long]
 
     def batches(self, tokens: Sequence[dict[str, list[int]]], budget: int) -> list[dict[str, torch.Tensor]]:
         """``tokens`` as length-grouped batches of at most ``budget`` padded tokens each.
@@ -106,23 +143,34 @@ class Batcher:
         one batch of 512-token rows, benchmarks/README.md). The loss is a sum, so grouping changes nothing.
         """
         if not self.data.packing:
-            return [collate_padded([tokens[i] for i in group], self.pad_id, self.decoder_start_id)
-                    for group in token_budget_batches(tokens, budget)]
+            return [self._collate_examples([tokens[i] for i in group])
+                    for group in token_budget_batches(tokens, budget, lengths=self._sizes(tokens))]
         rows = self.rows(tokens)
         flat = [{"input_ids": [t for ex in row for t in ex["input_ids"]],
                  "labels": [t for ex in row for t in ex["labels"]]} for row in rows]
-        return [collate_packed([rows[i] for i in group], self.pad_id, self.decoder_start_id)
-                for group in token_budget_batches(flat, budget)]
+        return [self._collate_rows([rows[i] for i in group])
+                for group in token_budget_batches(flat, budget, lengths=self._sizes(flat))]
 
     def step_batches(self, tokens: Sequence[dict[str, list[int]]], rank: int, world: int,
                      grad_accum: int) -> StepBatches:
         """This process's share of one global batch: every world-th of its processes x grad_accum slices,
-        each cut into token-budget micro-batches; with the global batch's target-token count."""
+        each cut into token-budget micro-batches; with the global batch's target-token count (labels other
+        than -100: every label of a seq2seq target; a causal example's target, EOS included)."""
         micro_batches = world * grad_accum
         per_micro = len(tokens) // micro_batches
         mine = [tokens[j * per_micro:(j + 1) * per_micro] for j in range(rank, micro_batches, world)]
         return StepBatches([b for micro in mine for b in self.batches(micro, self.budget)],
-                           sum(len(x["labels"]) for x in tokens))
+                           sum(sum(1 for y in x["labels"] if y != IGNORE_INDEX) for x in tokens))
+
+
+def batch_tokens(batch: dict[str, torch.Tensor], pad_id: int) -> int:
+    """Real (non-padding) tokens a batch feeds the model, for tokens/s: encoder inputs plus decoder
+    targets for seq2seq; the one sequence of a causal LM, counted by length (its pad id may be EOS)."""
+    if "segment_ids" in batch:
+        return int((batch["segment_ids"] > 0).sum())
+    if "decoder_input_ids" not in batch:
+        return int(batch["attention_mask"].sum())
+    return int((batch["input_ids"] != pad_id).sum()) + int((batch["labels"] >= 0).sum())
 
 
 class StepDataset(torch.utils.data.Dataset):

@@ -44,6 +44,7 @@ __all__ = [
     "collate_padded",
     "iter_packed_rows",
     "pack",
+    "pack_lengths",
     "token_budget_batches",
 ]
 
@@ -64,8 +65,6 @@ def pack(examples: Sequence[Example], max_input_len: int, max_target_len: int,
     room on both sides; ``greedy`` keeps stream order and starts a new row when the next one does not fit
     (seqio's behaviour). Both are deterministic; indices within a row are in ascending order.
     """
-    if strategy not in STRATEGIES:
-        raise T2TError(f"packing strategy '{strategy}' is unknown; choose one of {', '.join(STRATEGIES)}")
     if max_input_len < 1 or max_target_len < 1:
         raise T2TError(f"packed row lengths must be positive, got max_input_len={max_input_len}, "
                        f"max_target_len={max_target_len}")
@@ -76,31 +75,39 @@ def pack(examples: Sequence[Example], max_input_len: int, max_target_len: int,
                            f"packed row of {max_input_len} / {max_target_len}: tokenize with "
                            f"max_input_len <= {max_input_len} and max_target_len <= {max_target_len} "
                            "(and non-empty text)")
+    return pack_lengths(lengths, (max_input_len, max_target_len), strategy)
+
+
+def pack_lengths(lengths: Sequence[Sequence[int]], bounds: Sequence[int],
+                 strategy: str = "first_fit_decreasing") -> list[list[int]]:
+    """The bin-packing behind :func:`pack`, over any number of sides: ``lengths[i][k]`` tokens of example
+    ``i`` on side ``k`` must fit ``bounds[k]``. Two sides for seq2seq (encoder, decoder), one for a causal
+    LM's single sequence (:mod:`t2t.data.causal`). Lengths are assumed to fit (the callers check)."""
+    if strategy not in STRATEGIES:
+        raise T2TError(f"packing strategy '{strategy}' is unknown; choose one of {', '.join(STRATEGIES)}")
     rows: list[list[int]] = []
-    room: list[list[int]] = []  # [input room, target room] per row
-    if strategy == "greedy":
-        for i, (n_in, n_out) in enumerate(lengths):
-            if not rows or n_in > room[-1][0] or n_out > room[-1][1]:
-                rows.append([])
-                room.append([max_input_len, max_target_len])
-            rows[-1].append(i)
-            room[-1][0] -= n_in
-            room[-1][1] -= n_out
-        return rows
-    # Larger share of either bound first; index breaks ties so the result never depends on sort stability.
-    order = sorted(range(len(lengths)),
-                   key=lambda i: (-max(lengths[i][0] / max_input_len, lengths[i][1] / max_target_len),
-                                  -lengths[i][0], -lengths[i][1], i))
-    for i in order:
-        n_in, n_out = lengths[i]
-        r = next((r for r, (left_in, left_out) in enumerate(room) if n_in <= left_in and n_out <= left_out),
-                 len(rows))
+    room: list[list[int]] = []  # room left on each side, per row
+
+    def fits(r: int, need: Sequence[int]) -> bool:
+        return all(n <= left for n, left in zip(need, room[r], strict=True))
+
+    def place(r: int, i: int) -> None:
         if r == len(rows):
             rows.append([])
-            room.append([max_input_len, max_target_len])
+            room.append(list(bounds))
         rows[r].append(i)
-        room[r][0] -= n_in
-        room[r][1] -= n_out
+        room[r] = [left - n for left, n in zip(room[r], lengths[i], strict=True)]
+
+    if strategy == "greedy":
+        for i, need in enumerate(lengths):
+            place(len(rows) - 1 if rows and fits(len(rows) - 1, need) else len(rows), i)
+        return rows
+    # Larger share of any bound first; index breaks ties so the result never depends on sort stability.
+    order = sorted(range(len(lengths)),
+                   key=lambda i: (-max(n / b for n, b in zip(lengths[i], bounds, strict=True)),
+                                  *(-n for n in lengths[i]), i))
+    for i in order:
+        place(next((r for r in range(len(rows)) if fits(r, lengths[i])), len(rows)), i)
     return [sorted(row) for row in rows]
 
 
@@ -196,32 +203,33 @@ def _pad(rows: Sequence[Sequence[int]], length: int, value: int) -> torch.Tensor
 
 
 def token_budget_batches(examples: Sequence[Example], max_tokens: int, max_batch_size: int | None = None,
-                         seed: int | None = None) -> list[list[int]]:
+                         seed: int | None = None,
+                         lengths: Sequence[Sequence[int]] | None = None) -> list[list[int]]:
     """Length-grouped batches of example indices, each costing at most ``max_tokens`` padded tokens.
 
     Examples are sorted by (input length, target length); a batch grows while
     ``len(batch) * (longest input + longest target) <= max_tokens`` (and ``max_batch_size``). An example
     longer than the budget gets a batch of its own. With ``seed`` the batch order is shuffled (the
-    grouping is not), so training does not see lengths in sorted order.
+    grouping is not), so training does not see lengths in sorted order. ``lengths`` replaces the
+    (input, target) lengths, e.g. ``[(len(ids),) ...]`` for a causal LM's one sequence per example.
     """
     if max_tokens < 1:
         raise T2TError(f"token budget must be positive, got max_tokens={max_tokens}")
     if max_batch_size is not None and max_batch_size < 1:
         raise T2TError(f"max_batch_size must be at least 1, got {max_batch_size}")
-    lengths = [_lengths(ex) for ex in examples]
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    sizes = [tuple(n) for n in lengths] if lengths is not None else [_lengths(ex) for ex in examples]
+    order = sorted(range(len(sizes)), key=lambda i: (sizes[i], i))
     batches: list[list[int]] = []
     batch: list[int] = []
-    long_in = long_out = 0
+    longest: tuple[int, ...] = ()
     for i in order:
-        n_in, n_out = lengths[i]
-        grown_in, grown_out = max(long_in, n_in), max(long_out, n_out)
+        grown = tuple(max(a, b) for a, b in zip(longest, sizes[i], strict=True)) if batch else sizes[i]
         full = max_batch_size is not None and len(batch) >= max_batch_size
-        if batch and (full or (len(batch) + 1) * (grown_in + grown_out) > max_tokens):
+        if batch and (full or (len(batch) + 1) * sum(grown) > max_tokens):
             batches.append(batch)
-            batch, grown_in, grown_out = [], n_in, n_out
+            batch, grown = [], sizes[i]
         batch.append(i)
-        long_in, long_out = grown_in, grown_out
+        longest = grown
     if batch:
         batches.append(batch)
     if seed is not None:

@@ -32,6 +32,17 @@ _BERT_FAMILY = ("bert", "roberta", "electra")
 _BERT_LINEAR = ["query", "key", "value", "dense"]
 
 
+# Decoder-only: attention and MLP projections (peft's own defaults adapt only q_proj, v_proj / c_attn /
+# query_key_value). SmolLM2 is a llama model. Names checked in transformers 5.25's modeling files.
+_LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "smollm3")
+_LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+_CAUSAL_LINEAR = {"gpt2": ["c_attn", "c_proj", "c_fc"],
+                  "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]}
+
+# peft's shorthand for every linear layer except the output head (``get_output_embeddings()``).
+ALL_LINEAR = "all-linear"
+
+
 def wrapper_chain(model: Any) -> list[Any]:
     """``model`` and every model inside it, through peft / DDP / ``torch.compile`` wrappers."""
     chain = [model]
@@ -57,7 +68,10 @@ def lora_target_modules(model_or_config: Any) -> list[str]:
 
     T5 v1.1 / FLAN-T5 / mT5 / UMT5 (gated FFN): q, k, v, o, wi_0, wi_1, wo; original T5: q, k, v, o, wi,
     wo; BART family: q_proj, k_proj, v_proj, out_proj, fc1, fc2; a BERT encoder-decoder (minilm-ed):
-    query, key, value (self- and cross-attention), dense.
+    query, key, value (self- and cross-attention), dense. Decoder-only: llama / mistral / qwen2 / qwen3 /
+    gemma / gemma2 / gemma3_text / smollm3: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+    gpt2: c_attn, c_proj, c_fc; gpt_neox: query_key_value, dense, dense_h_to_4h, dense_4h_to_h. Any other
+    model: ``--target-modules`` names them (or ``all-linear``).
     """
     config = getattr(unwrap_model(model_or_config), "config", model_or_config)
     model_type = getattr(config, "model_type", None)
@@ -70,9 +84,13 @@ def lora_target_modules(model_or_config: Any) -> list[str]:
     if model_type == "encoder-decoder" and {getattr(getattr(config, side, None), "model_type", None)
                                             for side in ("encoder", "decoder")} <= set(_BERT_FAMILY):
         return list(_BERT_LINEAR)
-    known = ", ".join(_T5_FAMILY + _BART_FAMILY + ("encoder-decoder (BERT)",))
+    if model_type in _LLAMA_FAMILY:
+        return list(_LLAMA_LINEAR)
+    if model_type in _CAUSAL_LINEAR:
+        return list(_CAUSAL_LINEAR[model_type])
+    known = ", ".join(_T5_FAMILY + _BART_FAMILY + ("encoder-decoder (BERT)",) + _LLAMA_FAMILY + tuple(_CAUSAL_LINEAR))
     raise T2TError(f"--target-modules: no default LoRA targets for {model_type!r} models (known: {known}); "
-                   "name the linear layers yourself, e.g. --target-modules q_proj,v_proj")
+                   f"name the linear layers yourself, e.g. --target-modules q_proj,v_proj, or {ALL_LINEAR}")
 
 
 def attention_implementation(model: torch.nn.Module) -> str:

@@ -1,5 +1,10 @@
 """Loading models, tokenizers and adapters: hub names, local folders and the offline tiny T5.
 
+The model's config picks the family (:func:`t2t.modeling.family.model_family`): encoder-decoder configs
+load as ``AutoModelForSeq2SeqLM``, all others as ``AutoModelForCausalLM``. A tokenizer without a pad token
+(Llama, Mistral, SmolLM2-base) gets one chosen as lm-eval's ``configure_pad_token`` does (unk, else eos),
+without resizing the embeddings: t2t builds attention masks and labels by length, never from pad ids.
+
 ``t2t-tiny`` is the offline default: a small T5 with a SentencePiece vocabulary trained on the offline
 task suite, built once and cached as an ordinary Hugging Face model folder (see :mod:`t2t.modeling.tiny`).
 Only safetensors weights are read; remote code is never trusted unless asked for.
@@ -20,8 +25,9 @@ import torch
 from safetensors import SafetensorError
 
 from t2t.errors import T2TError
-from t2t.modeling.architecture import lora_target_modules
+from t2t.modeling.architecture import ALL_LINEAR, lora_target_modules
 from t2t.modeling.config import DEFAULT_MODEL
+from t2t.modeling.family import model_family
 from t2t.modeling.integrity import check_safetensors, recorded_checksums, verify_checksums
 from t2t.modeling.pretrained import MINILM_ED, ensure_minilm_ed, warmup_texts
 from t2t.modeling.tiny import ensure_tiny_model
@@ -81,10 +87,24 @@ def load_tokenizer(path: str, revision: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise T2TError(f"--model {path}: cannot load its tokenizer ({str(exc).splitlines()[0]}); give a hub "
                        "name, a local model folder, or t2t-tiny for the offline model") from exc
+    ensure_pad_token(tokenizer)
+    return tokenizer
+
+
+def ensure_pad_token(tokenizer: Any) -> Any:
+    """Give a tokenizer without a pad token one of its own tokens: unk, else eos (lm-eval's
+    ``configure_pad_token``; no new token, so no embedding resize). Safe because batches are padded by
+    length and labels built by position; the pad id is only a filler value."""
+    if tokenizer.pad_token is None:
+        for name in ("unk_token", "eos_token"):
+            if getattr(tokenizer, name, None) is not None:
+                tokenizer.pad_token = getattr(tokenizer, name)
+                break
+    return tokenizer
 
 
 def check_model_dir(path: str | Path) -> None:
@@ -108,7 +128,7 @@ def check_model_dir(path: str | Path) -> None:
 
 def load_model(path: str, attn_implementation: str = "eager", revision: str | None = None,
                dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     check_model_dir(path)
     try:
@@ -116,14 +136,15 @@ def load_model(path: str, attn_implementation: str = "eager", revision: str | No
     except (OSError, ValueError) as exc:
         raise T2TError(f"--model {path}: not a model name or folder ({str(exc).splitlines()[0]}); use a hub "
                        "name (google/flan-t5-base), a local folder, or t2t-tiny") from exc
-    if not getattr(config, "is_encoder_decoder", False):
-        raise T2TError(f"--model {path}: a {config.model_type} model is not encoder-decoder; t2t trains seq2seq "
-                       "LMs (T5, FLAN-T5, mT5, BART)")
+    auto = AutoModelForSeq2SeqLM if model_family(config) == "seq2seq" else AutoModelForCausalLM
     try:
-        return AutoModelForSeq2SeqLM.from_pretrained(
+        return auto.from_pretrained(
             path, revision=revision, trust_remote_code=False, use_safetensors=True, dtype=dtype,
             attn_implementation=attn_implementation)
     except (OSError, ValueError) as exc:
+        if "Unrecognized configuration class" in str(exc):
+            raise T2TError(f"--model {path}: a {config.model_type} model is neither a seq2seq LM nor a causal LM "
+                           "that transformers can load (T5, BART, Llama, Qwen2, Gemma, GPT-2, ...)") from exc
         raise T2TError(f"--model {path}: cannot load safetensors weights ({str(exc).splitlines()[0]}); t2t reads "
                        "only safetensors") from exc
 
@@ -133,6 +154,15 @@ def apply_lora(model: torch.nn.Module, r: int, alpha: int, dropout: float,
     from peft import LoraConfig, TaskType, get_peft_model
 
     targets = list(target_modules) or lora_target_modules(model)
+    task_type = TaskType.CAUSAL_LM if model_family(model) == "causal" else TaskType.SEQ_2_SEQ_LM
+    if targets == [ALL_LINEAR]:  # peft's shorthand: every linear layer but the output head
+        config = LoraConfig(task_type=task_type, r=r, lora_alpha=alpha, lora_dropout=dropout,
+                            target_modules=ALL_LINEAR)
+        with _quiet_peft():
+            return get_peft_model(model, config)
+    if ALL_LINEAR in targets:
+        raise T2TError(f"--target-modules {','.join(targets)}: '{ALL_LINEAR}' stands alone (every linear layer "
+                       "but the output head); give it alone or list module names")
     by_name: dict[str, list[torch.nn.Module]] = {}
     for n, module in model.named_modules():
         by_name.setdefault(n.rsplit(".", 1)[-1], []).append(module)
@@ -146,8 +176,7 @@ def apply_lora(model: torch.nn.Module, r: int, alpha: int, dropout: float,
         kinds = sorted({type(m).__name__ for t in unsupported for m in by_name[t] if not _lora_supported(m)})
         raise T2TError(f"--target-modules: {unsupported} are not linear layers here ({', '.join(kinds)}); LoRA "
                        f"adapts linear layers: choose among {linear[:12]}")
-    config = LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=r, lora_alpha=alpha, lora_dropout=dropout,
-                        target_modules=targets)
+    config = LoraConfig(task_type=task_type, r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
     with _quiet_peft():
         return get_peft_model(model, config)
 

@@ -1,4 +1,4 @@
-"""Batches -> loss: the summed token cross-entropy of a seq2seq model, packed or padded.
+"""Batches -> loss: the summed token cross-entropy of a seq2seq or causal model, packed or padded.
 
 :func:`seq2seq_loss_sum` returns the *sum* of target-token losses (fp32) and the number of target tokens,
 so that the trainer divides by the target tokens of the whole global batch: gradient accumulation and the
@@ -17,17 +17,35 @@ unpacked.
 
 The model may be a plain ``*ForConditionalGeneration`` or the same model wrapped by peft (LoRA layers
 live inside the modules, so the base model's encoder and forward carry them).
+
+Causal LMs (:func:`causal_loss_sum`, batches from :mod:`t2t.data.causal`): the logits at position p
+predict the label at p + 1 (shift by one, ignore -100). A packed row gets a block-diagonal causal additive
+mask ``[B, 1, L, L]`` (0 / the dtype's minimum; padding queries see every key, so no softmax row is empty)
+and ``position_ids`` restarting per example; transformers passes a 4-D mask through unchanged on eager
+and sdpa (``masking_utils._preprocess_mask_arguments``), so each example computes what it computes alone.
+Other kernels are refused for packed rows (flash-attention's varlen path cannot be tested here).
+
+Cost: the LM head (hidden x vocabulary, the largest matmul of a small model with a big vocabulary) runs
+only where a label is predicted. transformers 5 causal LMs take ``logits_to_keep`` as a boolean
+``[B, L]`` mask (``modeling_utils.slice_logits_to_keep``) and return logits for those positions only,
+flattened in row-major order; the model's own forward still applies its head and whatever follows it
+(Gemma's final logit soft-capping, a LoRA on ``lm_head``). A model whose forward lacks ``logits_to_keep``
+computes the full logits, which are then gathered at the same positions.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 import torch.nn.functional as F
 
 from t2t.errors import T2TError
 from t2t.modeling.architecture import wrapper_chain
+from t2t.modeling.family import model_family
 
-__all__ = ["PACKABLE_MODEL_TYPES", "Seq2SeqLoss", "segment_mask", "segment_positions", "seq2seq_loss_sum"]
+__all__ = ["PACKABLE_MODEL_TYPES", "CausalLoss", "Seq2SeqLoss", "causal_loss_sum", "loss_for_model",
+           "segment_mask", "segment_positions", "seq2seq_loss_sum"]
 
 IGNORE_INDEX = -100
 # Relative position bias (translation invariant) and a forward that takes encoder_outputs + 4-D masks.
@@ -130,3 +148,67 @@ class Seq2SeqLoss(torch.nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return seq2seq_loss_sum(self.model, batch)
+
+
+def causal_loss_sum(model: torch.nn.Module,
+                    batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum of target-token cross-entropies in fp32, number of predicted target tokens)`` for a causal LM.
+
+    Padded batches (:func:`t2t.data.causal.collate_causal_padded`) have ``attention_mask``; packed ones
+    (:func:`t2t.data.causal.collate_causal_packed`) have ``segment_ids`` and ``position_ids``.
+    """
+    chain = wrapper_chain(model)
+    base = chain[-1]
+    labels = batch["labels"]
+    # Position p predicts label p + 1: keep the positions whose next label counts.
+    targets = labels[:, 1:].ne(IGNORE_INDEX)
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = targets
+    kwargs: dict[str, torch.Tensor] = {}
+    if "segment_ids" in batch:
+        _check_packable(chain)
+        dtype = base.get_input_embeddings().weight.dtype
+        segments = batch["segment_ids"]
+        kwargs = {"attention_mask": segment_mask(segments, segments, True, dtype),
+                  "position_ids": batch["position_ids"]}
+    else:
+        kwargs = {"attention_mask": batch["attention_mask"]}
+    if _takes_logits_to_keep(base):
+        logits = base(input_ids=batch["input_ids"], use_cache=False, logits_to_keep=keep, **kwargs).logits
+        if logits.dim() != 2 or logits.shape[0] != int(targets.sum()):
+            raise T2TError(f"{type(base).__name__} does not take a boolean logits_to_keep mask (logits of shape "
+                           f"{tuple(logits.shape)}); t2t needs transformers >= 5 for causal LMs")
+    else:
+        logits = base(input_ids=batch["input_ids"], use_cache=False, **kwargs).logits[keep]
+    target_ids = labels[:, 1:][targets].to(logits.device)
+    return F.cross_entropy(logits.float(), target_ids, reduction="sum"), targets.sum()
+
+
+def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def _check_packable(chain: list[torch.nn.Module]) -> None:
+    if any(getattr(getattr(m, "active_peft_config", None), "is_prompt_learning", False) for m in chain):
+        raise T2TError("--packing: prompt/prefix-tuning adapters add virtual tokens that packed rows do not "
+                       "mask; use LoRA, or pass --packing false")
+    impl = chain[-1].config._attn_implementation
+    if impl not in _PACKED_ATTENTION:
+        raise T2TError(f"--packing: attention '{impl}' cannot take the packed 4-D block-diagonal mask of a causal "
+                       "LM; pass --attn-implementation eager or sdpa (or --packing false)")
+
+
+class CausalLoss(torch.nn.Module):
+    """:class:`Seq2SeqLoss` for causal LMs: one forward for DDP/FSDP, (sum of token losses, target tokens)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return causal_loss_sum(self.model, batch)
+
+
+def loss_for_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The loss wrapper for the model's family (:func:`t2t.modeling.family.model_family`)."""
+    return CausalLoss(model) if model_family(model) == "causal" else Seq2SeqLoss(model)

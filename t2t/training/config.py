@@ -82,6 +82,7 @@ class FinetuneConfig:
             (0 <= lo.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
             (d.max_input_len > 1 and d.max_target_len > 1, "max_input_len and max_target_len must be > 1"),
             (d.data_workers >= -1, "data_workers must be >= 0 (or -1 for auto)"),
+            (d.loss_on in ("target", "all"), "loss_on must be 'target' or 'all'"),
             (t.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
             (t.save_steps >= 0 and t.eval_steps >= 0 and t.log_steps > 0,
              "save_steps and eval_steps must be >= 0, log_steps > 0"),

@@ -21,13 +21,14 @@ from typing import Any
 import torch
 
 from t2t.atomic import write_dir, write_json
-from t2t.data.batches import Batcher, StepBatches, StepDataset, auto_workers, step_loader
+from t2t.data.batches import Batcher, StepBatches, StepDataset, auto_workers, batch_tokens, step_loader
 from t2t.errors import Stopped, T2TError
 from t2t.mixtures.stream import build_stream
 from t2t.modeling.checkpoint import gathered_state, is_sharded, list_checkpoints, load_checkpoint, save_checkpoint
+from t2t.modeling.family import model_family
 from t2t.modeling.integrity import record_checksums
 from t2t.modeling.loading import apply_lora, choose_precision, load_adapter, load_model, load_tokenizer, resolve_model
-from t2t.modeling.loss import Seq2SeqLoss
+from t2t.modeling.loss import loss_for_model
 from t2t.tasks.task import Example
 from t2t.training.config import FinetuneConfig
 from t2t.training.monitor import MetricsLogger, truncate_metrics
@@ -150,7 +151,13 @@ class FinetuneRecipe:
         self.tokenizer = load_tokenizer(self.model_path, cfg.model.revision)
         self.model = setup_model(cfg, self.model_path)
         decoder_start = getattr(getattr(self.model, "config", None), "decoder_start_token_id", None)
-        self.batcher = Batcher(self.tokenizer, cfg.data, decoder_start if decoder_start is not None else 0)
+        # The model's config picks the feature layout and the loss (seq2seq or causal).
+        self.family = model_family(self.model)
+        if self.family == "seq2seq" and cfg.data.chat_template:
+            raise T2TError(f"--chat-template: {self.model_path} is a seq2seq model; chat templates are for "
+                           "decoder-only (causal) models: leave --chat-template off")
+        self.batcher = Batcher(self.tokenizer, cfg.data, decoder_start if decoder_start is not None else 0,
+                               family=self.family)
         self.val_examples = validation_examples(self.stream.mixture, t.eval_examples) if t.eval_steps else []
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
@@ -158,7 +165,7 @@ class FinetuneRecipe:
         self.scheduler = get_scheduler({"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
                                        [t.schedule], optimizer, num_warmup_steps=t.warmup_steps,
                                        num_training_steps=t.max_steps)
-        self.loss_module, self.optimizer = self.accelerator.prepare(Seq2SeqLoss(self.model), optimizer)
+        self.loss_module, self.optimizer = self.accelerator.prepare(loss_for_model(self.model), optimizer)
         # FSDP2 replaces the parameters by sharded ones (the optimiser follows): clip those
         self.params = [p for p in self.model.parameters() if p.requires_grad]
 
@@ -173,7 +180,8 @@ class FinetuneRecipe:
     def _write_run_files(self) -> None:
         n_trainable = sum(p.numel() for p in self.params)
         n_total = sum(p.numel() for p in self.model.parameters())
-        write_json(self.out / "config.json", {**self.cfg.to_dict(), "resolved_model": self.model_path}, default=str)
+        write_json(self.out / "config.json", {**self.cfg.to_dict(), "resolved_model": self.model_path,
+                                              "model_family": self.family}, default=str)
         write_json(self.out / "manifest.json", self.manifest, default=str)
         write_json(self.out / "versions.json", {**library_versions(), "processes": self.world,
                                                 "trainable_params": n_trainable, "total_params": n_total},
@@ -378,7 +386,7 @@ def backward_step(loss_module: torch.nn.Module, prepared: StepBatches, pad_id: i
     real_tokens = 0
     for k, cpu_batch in enumerate(prepared.batches):
         # Counted on the CPU copy: int() of a GPU tensor would wait for the GPU at every micro-batch.
-        real_tokens += int((cpu_batch["input_ids"] != pad_id).sum()) + int((cpu_batch["labels"] >= 0).sum())
+        real_tokens += batch_tokens(cpu_batch, pad_id)
         batch = {key: v.to(accelerator.device, non_blocking=True) for key, v in cpu_batch.items()}
         sync = contextlib.nullcontext() if k == len(prepared.batches) - 1 else accelerator.no_sync(loss_module)
         with sync, accelerator.autocast():

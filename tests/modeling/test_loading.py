@@ -71,14 +71,13 @@ def test_load_model_dtype_and_attention(tiny: str) -> None:
     assert model.config._attn_implementation == "sdpa"
 
 
-def test_decoder_only_model_is_refused(tmp_path: Path) -> None:
-    from transformers import GPT2Config
+def test_decoder_only_model_loads_as_causal_lm(tmp_path: Path) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-    GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=16, n_positions=16).save_pretrained(tmp_path)
-    with pytest.raises(T2TError) as info:
-        load_model(str(tmp_path))
-    assert str(info.value) == (f"--model {tmp_path}: a gpt2 model is not encoder-decoder; t2t trains seq2seq "
-                               "LMs (T5, FLAN-T5, mT5, BART)")
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=16, n_positions=16)).save_pretrained(
+        tmp_path)
+    model = load_model(str(tmp_path))
+    assert isinstance(model, GPT2LMHeadModel) and not model.config.is_encoder_decoder
 
 
 def test_not_a_model_folder(tmp_path: Path) -> None:

@@ -164,15 +164,16 @@ def test_attention_implementation_switch() -> None:
 
 
 def test_lora_target_modules_per_architecture() -> None:
-    from transformers import BartConfig, GPT2Config, MBartConfig, MT5Config, T5Config
+    from transformers import BartConfig, GPT2Config, MBartConfig, MT5Config, Phi3Config, T5Config
 
     gated = ["q", "k", "v", "o", "wi_0", "wi_1", "wo"]
     assert lora_target_modules(T5Config(feed_forward_proj="gated-gelu")) == gated
     assert lora_target_modules(T5Config()) == ["q", "k", "v", "o", "wi", "wo"]  # original T5: relu FFN
     assert lora_target_modules(MT5Config()) == gated
     assert lora_target_modules(MBartConfig()) == lora_target_modules(BartConfig())
-    with pytest.raises(T2TError, match="target-modules"):
-        lora_target_modules(GPT2Config())
+    assert lora_target_modules(GPT2Config()) == ["c_attn", "c_proj", "c_fc"]
+    with pytest.raises(T2TError, match="target-modules"):  # fused qkv_proj: no default, the user names them
+        lora_target_modules(Phi3Config())
     model = tiny_t5()
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     assert set(lora_target_modules(model)) <= names
