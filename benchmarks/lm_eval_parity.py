@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     from t2t.evaluation.config import build_config
     from t2t.evaluation.runner import evaluate
     from t2t.modeling.loading import resolve_model
-    from t2t.tasks import lm_eval
+    from t2t.tasks.importers import lm_eval
     from t2t.tasks.registry import TaskRegistry
 
     registry = TaskRegistry.load()

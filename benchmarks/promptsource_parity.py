@@ -38,7 +38,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "tasks")]
 import test_promptsource_fidelity as ref  # noqa: E402
 
 from t2t.errors import T2TError  # noqa: E402
-from t2t.tasks.promptsource import block_ids, import_collection, read_collection  # noqa: E402
+from t2t.tasks.importers.promptsource import block_ids, import_collection, read_collection  # noqa: E402
 from t2t.tasks.registry import TaskRegistry  # noqa: E402
 
 LABELS = {"label", "idx", "answer_idx", "gold", "correct", "answerKey", "target", "score", "labels", "answer"}

@@ -10,7 +10,7 @@
    so 2,000 files hold 6,188,000. Instance inputs are lognormal words (median 45), references median 3
    words; definitions about 57 words (the SNI paper's 56.6 average). 147 tasks (SNI's 119 of 1,616, scaled)
    are listed as test tasks.
-2. Imports them with the real ``import-sni`` code (``t2t.tasks.sni.import_tasks``, 100 files a call) and
+2. Imports them with the real ``import-sni`` code (``t2t.tasks.importers.sni.import_tasks``, 100 files a call) and
    writes its mixture (``mixture_text``: proportional, cap 100, train_limit 100, test tasks held out) as
    ``sni``, and ``sni_all``: the same without train_limit and cap (every instance trainable).
 3. For each mixture and mode, in a fresh process with an empty ``datasets`` cache: resolves the mixture
@@ -124,7 +124,7 @@ def write_task(path: Path, index: int, count: int, words: Words) -> None:
 
 def prepare(work: Path, tasks: int, total: int, seed: int) -> dict:
     """Generate, import and write the mixtures under ``work``; what it made and how long each part took."""
-    from t2t.tasks.sni import SniImport, import_tasks, mixture_text
+    from t2t.tasks.importers.sni import SniImport, import_tasks, mixture_text
 
     rng = np.random.default_rng(seed)
     counts = instance_counts(tasks, total, rng)

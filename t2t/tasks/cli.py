@@ -22,8 +22,11 @@ from typing import Any
 
 from t2t.errors import T2TError, run_cli
 from t2t.tasks import catalog
-from t2t.tasks.promptsource import TEXT_VAR_LENGTH, import_collection
+from t2t.tasks.importers import lm_eval, sni
+from t2t.tasks.importers.promptsource import import_collection
 from t2t.tasks.registry import TaskRegistry, task_dirs
+from t2t.tasks.runtime import TEXT_VAR_LENGTH
+from t2t.tasks.sources import load_rows
 from t2t.tasks.task import Task, warn
 
 # ``datasets`` (and t2t.tasks.sources, which imports it) takes seconds to import: it is imported where rows
@@ -68,8 +71,6 @@ def task_summary(task: Task) -> dict[str, Any]:
 
 def preview_rows(task: Task, split: str, n: int) -> tuple[list[dict[str, Any]], str]:
     """Rows to preview: the split's real rows, or the file's example rows when the data cannot load."""
-    from t2t.tasks.sources import load_rows  # datasets: see the top
-
     if n < 1:
         raise T2TError(f"--n {n}: the number of rows to render must be at least 1")
     if split == "example":
@@ -90,8 +91,6 @@ def check_tasks(registry: TaskRegistry, generated_rows: int = 3) -> tuple[int, i
 
     Returns (tasks, renders, problems); a task with no rows to render is a problem.
     """
-    from t2t.tasks.sources import load_rows  # datasets: see the top
-
     problems: list[str] = []
     renders = 0
     for task in registry:
@@ -152,9 +151,7 @@ def import_promptsource(args: argparse.Namespace) -> int:
 
 
 def import_sni(args: argparse.Namespace) -> int:
-    """``import-sni``: convert Super-NaturalInstructions task JSON files into task files (t2t.tasks.sni)."""
-    from t2t.tasks import sni
-
+    """``import-sni``: convert Super-NaturalInstructions task JSON files into task files (t2t.tasks.importers.sni)."""
     test = sni.read_test_tasks(args.test_tasks) if args.test_tasks else set()
     done = sni.import_tasks(args.paths, args.out, test, args.overwrite)
     print("\n".join(sni.describe(done)))
@@ -171,9 +168,8 @@ def import_sni(args: argparse.Namespace) -> int:
 
 
 def export_lm_eval(args: argparse.Namespace) -> int:
-    """``export-lm-eval``: t2t tasks as lm-evaluation-harness task YAML with their rendered rows (t2t.tasks.lm_eval)."""
-    from t2t.tasks import lm_eval
-
+    """``export-lm-eval``: t2t tasks as lm-evaluation-harness task YAML with their rendered rows
+    (t2t.tasks.importers.lm_eval)."""
     registry = TaskRegistry.load(args.task_dir)
     tasks = [registry.get(name) for arg in args.tasks for name in arg.split(",") if name]
     done = lm_eval.export_tasks(tasks, args.out, args.split, args.limit, args.seed, args.overwrite)
@@ -190,9 +186,8 @@ def export_lm_eval(args: argparse.Namespace) -> int:
 
 
 def import_lm_eval(args: argparse.Namespace) -> int:
-    """``import-lm-eval``: lm-evaluation-harness task YAML files as t2t task files (t2t.tasks.lm_eval)."""
-    from t2t.tasks import lm_eval
-
+    """``import-lm-eval``: lm-evaluation-harness task YAML files as t2t task files
+    (t2t.tasks.importers.lm_eval)."""
     for done in lm_eval.import_tasks(args.paths, args.out, args.cluster, args.name, args.overwrite):
         print(f"wrote {done.path} (task {done.name}, template {lm_eval.TEMPLATE})")
         for note in done.notes:

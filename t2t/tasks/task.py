@@ -41,7 +41,7 @@ from jinja2.sandbox import SecurityError
 
 from t2t.errors import TaskFileError
 from t2t.seeds import stable_seed
-from t2t.tasks import promptsource
+from t2t.tasks import runtime
 from t2t.tasks.sandbox import Helper, NullValueError, T2TSandbox
 from t2t.tasks.taskfile import TOO_DEEP, split_blocks, split_front_matter
 
@@ -195,10 +195,10 @@ class Task:
         self.tags = tuple(tags)
         self.example_rows = self._example_rows()
         self.env = self._field_env = env
-        # Imported promptsource files render in promptsource's environment (t2t.tasks.promptsource).
+        # Imported promptsource files render in promptsource's environment (t2t.tasks.runtime).
         self.promptsource = meta.get("promptsource") is not None
         if self.promptsource:
-            self.env, self._field_env = promptsource.environments(env, meta["promptsource"], self._err)
+            self.env, self._field_env = runtime.environments(env, meta["promptsource"], self._err)
         choices = meta.get("choices")
         self._choices = self._choices_spec(choices, "choices")
         # Per-template overrides (promptsource's answer_choices differ between templates of a dataset).
@@ -441,10 +441,10 @@ class Task:
             return None
         field = f"templates.{template}.choices" if template in self._template_choices else "choices"
         if self.promptsource:
-            row = promptsource.protect(row)
+            row = runtime.protect(row)
         text = self._run(tpl, {"row": row, **row}, None, field, index)
         if self.promptsource:
-            return promptsource.split_choices(text)  # every position kept: answer_choices[label] stays right
+            return runtime.split_choices(text)  # every position kept: answer_choices[label] stays right
         return tuple(c.strip() for c in text.split(SEPARATOR) if c.strip())
 
     def render(self, row: Mapping[str, Any], index: int = 0, template: str | None = None, *,
@@ -465,7 +465,7 @@ class Task:
                             f"no such template; templates: {', '.join(self.template_names)}", template=template)
         info = self.templates[template]
         if self.promptsource:  # a literal '|||' in row text is not the separator (restored below)
-            row = promptsource.protect(row)
+            row = runtime.protect(row)
         choices = self.choices_for(row, template, index)
         own: dict[str, Any] = {"row": row, "task_name": self.name, "template_name": template}
         if choices is not None:
@@ -485,7 +485,7 @@ class Task:
         if text.count(SEPARATOR) != 1:
             raise self._err(f"the render must hold exactly one '{SEPARATOR}' between input and target "
                             f"(found {text.count(SEPARATOR)})", template=template, line=info.line, row=index)
-        source, target = (promptsource.unprotect(part).strip() if self.promptsource else part.strip()
+        source, target = (runtime.unprotect(part).strip() if self.promptsource else part.strip()
                           for part in text.split(SEPARATOR))
         if not source or not target:
             return None

@@ -1,4 +1,4 @@
-"""lm-evaluation-harness both ways (t2t.tasks.lm_eval): export t2t tasks and score them with lm-eval itself,
+"""lm-evaluation-harness both ways (t2t.tasks.importers.lm_eval): export t2t tasks and score them with lm-eval itself,
 import lm-eval task YAML and render it as lm-eval does; --choice-scoring lm-eval reproduces lm-eval's
 per-choice log-likelihoods on the exported tasks."""
 
@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from t2t.errors import T2TError, run_cli
-from t2t.tasks import cli, lm_eval
+from t2t.tasks import cli
+from t2t.tasks.importers import lm_eval
 from t2t.tasks.registry import TaskRegistry
 
 LIMIT = 8

@@ -10,7 +10,7 @@ import pytest
 
 from t2t.errors import T2TError
 from t2t.tasks.cli import main
-from t2t.tasks.promptsource import import_file
+from t2t.tasks.importers.promptsource import import_file
 from t2t.tasks.registry import TaskRegistry
 
 # The current promptsource format (answer_choices as a Jinja string, original_task) with an older-format

@@ -23,7 +23,7 @@ import yaml
 
 from t2t.errors import T2TError
 from t2t.tasks.cli import main
-from t2t.tasks.promptsource import block_ids, import_collection, read_collection
+from t2t.tasks.importers.promptsource import block_ids, import_collection, read_collection
 from t2t.tasks.registry import TaskRegistry
 
 PROTECTOR = "3ed2dface8203c4c9dfb1a5dc58e41e0"

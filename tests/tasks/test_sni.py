@@ -18,8 +18,8 @@ import pytest
 from t2t.errors import T2TError
 from t2t.mixtures.resolve import heldout_split
 from t2t.tasks.cli import main
+from t2t.tasks.importers.sni import ENCODINGS, TEST_LIMIT, import_tasks, mixture_text, read_test_tasks
 from t2t.tasks.registry import TaskRegistry
-from t2t.tasks.sni import ENCODINGS, TEST_LIMIT, import_tasks, mixture_text, read_test_tasks
 from t2t.tasks.sources import load_rows
 
 

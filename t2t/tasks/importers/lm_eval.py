@@ -57,6 +57,9 @@ import yaml
 from jinja2 import nodes
 
 from t2t.errors import T2TError
+from t2t.tasks.registry import TaskRegistry
+from t2t.tasks.sandbox import T2TSandbox
+from t2t.tasks.sources import load_rows
 from t2t.tasks.task import Task
 
 TEMPLATE = "lm_eval"
@@ -136,8 +139,6 @@ def export_tasks(tasks: Sequence[Task], out_dir: str | Path, split: str = "valid
     leaves it out, as t2t.evaluate does. (t2t.evaluate also skips prompts longer than ``--max-input-len``
     tokens; the export cannot know the tokenizer and keeps them: lm-eval cuts them from the left.)
     """
-    from t2t.tasks.sources import load_rows  # imports datasets (seconds)
-
     if limit is not None and limit < 1:
         raise T2TError(f"--limit {limit}: must be at least 1")
     out = Path(out_dir).resolve()
@@ -396,9 +397,6 @@ def to_task_file(config: Mapping[str, Any], path: Path, cluster: str, env: jinja
 def import_tasks(paths: Sequence[str | Path], out_dir: str | Path, cluster: str, name: str | None = None,
                  overwrite: bool = False) -> list[LmEvalImport]:
     """Write a t2t task file per lm-eval task YAML; each is loaded back before the next is read."""
-    from t2t.tasks.registry import TaskRegistry
-    from t2t.tasks.sandbox import T2TSandbox
-
     if name and len(paths) > 1:
         raise T2TError("--name names one task: give one lm-eval YAML with it")
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", cluster or ""):

@@ -21,15 +21,15 @@ Jinja with per-template ``answer_choices`` and metadata. Each becomes one block 
 - ``original_task: false`` (older files: ``task_template: false``) templates do another task: they become
   ``inverted`` (trained on, never scored), as T0 scored only original-task prompts. A template without
   answer choices in a task with choices is inverted too (it cannot be rank-classified).
-- The file says ``promptsource: {truncate: 2048}``: its templates render in promptsource's environment
-  (:func:`environments`): the ``choice`` filter (seeded per example, marked ``pass_context`` so Jinja
-  cannot fold ``[0, 1, 2] | choice`` into one pick at compile time; Jinja's ``random`` filter is seeded
-  the same way), ``most_frequent`` and ``zip``; lists built in a template may be changed
-  (``x.append(y)``: the row is a deep copy); None
-  prints as ``None``; a literal ``|||`` inside row text is protected (only the template's own splits input
-  from target); every ``{{ }}`` value is cut to 2,048 characters as ``Template.apply`` does by default
-  (``truncate: false``: full text); answer choices keep their positions (an empty one is not dropped).
-  The Jinja is copied as it is, with no rewriting.
+- The file says ``promptsource: {truncate: 2048}``: its templates render in promptsource's environment,
+  which lives in the core (:mod:`t2t.tasks.runtime`, so a Task never imports this importer): the
+  ``choice`` filter (seeded per example, marked ``pass_context`` so Jinja cannot fold
+  ``[0, 1, 2] | choice`` into one pick at compile time; Jinja's ``random`` filter is seeded the same
+  way), ``most_frequent`` and ``zip``; lists built in a template may be changed (``x.append(y)``: the row
+  is a deep copy); None prints as ``None``; a literal ``|||`` inside row text is protected (only the
+  template's own splits input from target); every ``{{ }}`` value is cut to 2,048 characters as
+  ``Template.apply`` does by default (``truncate: false``: full text); answer choices keep their
+  positions (an empty one is not dropped). The Jinja is copied as it is, with no rewriting.
 - Metric names map to t2t's (Accuracy -> accuracy, BLEU -> bleu, ROUGE -> rouge_l, Squad -> f1); others
   are left to the default.
 - A template that cannot work in t2t (fixed answer choices with a repeat or an empty one, which cannot be
@@ -43,127 +43,30 @@ plain mappings by a safe loader, nothing else is constructed. Run ``python -m t2
 the result: a template that needs a filter or global t2t does not offer is reported there, by name.
 
 promptsource's own rendering (``promptsource/templates.py``, ``Template.apply`` and
-``get_answer_choices_list``) is what :func:`environments`, :func:`protect` and :func:`split_choices`
-reproduce; ``tests/tasks/test_promptsource_fidelity.py`` compares the two.
+``get_answer_choices_list``) is what :mod:`t2t.tasks.runtime` (``environments``, ``protect``,
+``split_choices``) reproduces; ``tests/tasks/test_promptsource_fidelity.py`` compares the two.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
 import json
-import random
 import re
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import jinja2
 import yaml
-from jinja2.filters import do_truncate
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
-from markupsafe import soft_str
 
 from t2t import yamlsafe
 from t2t.errors import T2TError, TaskFileError
-from t2t.tasks.sandbox import Helper, check_printable
-
-if TYPE_CHECKING:
-    from t2t.tasks.sandbox import T2TSandbox
+from t2t.tasks.registry import TaskRegistry
+from t2t.tasks.runtime import SEPARATOR, TEXT_VAR_LENGTH
 
 METRICS = {"accuracy": "accuracy", "bleu": "bleu", "rouge": "rouge_l", "squad": "f1"}
-TEXT_VAR_LENGTH = 2048  # promptsource's TEXT_VAR_LENGTH: Template.apply(truncate=True) cuts every {{ }} value
-PIPE_PROTECTOR = "3ed2dface8203c4c9dfb1a5dc58e41e0"  # promptsource's Template.pipe_protector
-SEPARATOR = "|||"
-
-
-# -- promptsource's environment, for imported files --------------------------------------------------
-def protect(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The row with ``|||`` in its top-level string values replaced (promptsource's ``_escape_pipe``), as a
-    deep copy: promptsource templates may build lists with ``.append`` and must not change the data."""
-    return {k: v.replace(SEPARATOR, PIPE_PROTECTOR) if isinstance(v, str) else copy.deepcopy(v)
-            for k, v in row.items()}
-
-
-def unprotect(text: str) -> str:
-    return text.replace(PIPE_PROTECTOR, SEPARATOR)
-
-
-def split_choices(text: str) -> tuple[str, ...]:
-    """Rendered ``answer_choices`` as promptsource splits them: every position kept, each stripped."""
-    return tuple(unprotect(c.strip()) for c in text.split(SEPARATOR))
-
-
-def most_frequent(items: Any) -> list[Any] | None:
-    """promptsource's ``most_frequent`` filter: the items that occur most often, in first-seen order."""
-    if not items:
-        return None
-    counts = Counter(items).most_common()
-    return [item for item, n in counts if n == counts[0][1]]
-
-
-@jinja2.pass_context
-def _choice(context: Any, seq: Any) -> Any:
-    """promptsource's ``choice`` filter, drawn from the render's seeded generator (``t2t.choice``).
-
-    ``pass_context`` keeps Jinja from evaluating ``[0, 1, 2, 3] | choice`` once at compile time."""
-    own = context.get("t2t")
-    pick = own.get("choice") if isinstance(own, dict) else None
-    return pick(seq) if pick is not None else random.Random(0).choice(list(seq))
-
-
-def _finalize(env: jinja2.Environment, truncate: int | None) -> Callable[[Any], Any]:
-    def finalize(value: Any) -> Any:
-        if isinstance(value, jinja2.Undefined):
-            return value  # printing it raises the proper "'x' is undefined"
-        if callable(value):
-            raise SecurityError("a function, method or class cannot be printed; call it, e.g. text.upper()")
-        if truncate is None:
-            return value  # None prints as "None", as in promptsource's plain Environment
-        return do_truncate(env, str(value), truncate)  # `| string | truncate(2048)`
-
-    return finalize
-
-
-def _string(value: Any, *args: Any, **kwargs: Any) -> str:
-    check_printable(value if value is not None else "")
-    return soft_str(value)
-
-
-def environments(env: T2TSandbox, option: Any, error: Callable[..., Exception]
-                 ) -> tuple[T2TSandbox, T2TSandbox]:
-    """(environment for templates, environment for answer choices) of an imported promptsource file.
-
-    ``option`` is the front matter's ``promptsource:`` value: ``{truncate: N}`` (2,048 as promptsource,
-    ``false`` for full text). Both are overlays of the sandbox (same limits) with promptsource's filters and
-    globals; answer choices are never truncated (``get_answer_choices_list`` does not truncate).
-    """
-    option = {} if option is True else option
-    if not isinstance(option, dict) or set(option) - {"truncate"}:
-        raise error("promptsource must be a mapping {truncate: 2048} (or {truncate: false} for full text)",
-                    field="promptsource")
-    truncate = option.get("truncate", TEXT_VAR_LENGTH)
-    if truncate is False:
-        truncate = None
-    elif not (isinstance(truncate, int) and not isinstance(truncate, bool) and truncate > 3):
-        raise error("truncate must be a number of characters (> 3) or false", field="promptsource.truncate")
-    return _overlay(env, truncate), _overlay(env, None)
-
-
-def _overlay(env: T2TSandbox, truncate: int | None) -> T2TSandbox:
-    out = env.overlay()
-    out.finalize = _finalize(out, truncate)
-    # Jinja's own `random` filter is seeded like `choice`; lists and dicts may be changed (`x.append(y)`,
-    # 212 promptsource templates build lists so) as rows are deep copies (protect).
-    out.filters = {**env.filters, "choice": _choice, "random": _choice, "most_frequent": most_frequent,
-                   "string": _string}
-    out.is_safe_attribute = functools.partial(SandboxedEnvironment.is_safe_attribute, out)  # type: ignore[method-assign]
-    out.globals = {**env.globals, "zip": Helper("zip", zip), "range": Helper("range", out._range)}
-    return out
 
 
 class _PromptsourceLoader(yaml.SafeLoader):
@@ -343,8 +246,6 @@ def import_collection(path: str | Path, out_dir: str | Path, cluster: str, name:
     that fails there is refused alone, with its reason, and the rest is imported again; when every template
     is refused nothing is written. A field missing from an example row fails the import (fix the row).
     """
-    from t2t.tasks.registry import TaskRegistry  # registry -> task -> this module's environments
-
     collection = read_collection(path)
     refused: dict[str, str] = {}
     while True:

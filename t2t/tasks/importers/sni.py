@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from t2t.errors import T2TError
+from t2t.tasks.registry import TaskRegistry
 
 TEST_LIMIT = 100  # SNI scores the first 100 instances of each test task
 SEPARATOR = "|||"
@@ -187,8 +188,6 @@ def import_tasks(paths: Iterable[str | Path], out_dir: str | Path, test_tasks: I
                  overwrite: bool = False) -> SniImport:
     """Write a task file and a JSON Lines data file for each SNI task JSON; every file is loaded and its
     templates rendered on its first instance before anything is written."""
-    from t2t.tasks.registry import TaskRegistry  # registry -> task -> promptsource -> sandbox
-
     out = Path(out_dir)
     test = set(test_tasks)
     staged: list[tuple[Path, str, Path, str]] = []
