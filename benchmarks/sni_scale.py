@@ -6,7 +6,7 @@
 1. Generates ``--tasks`` Super-NaturalInstructions task JSON files (Definition, 2-3 positive and 2 negative
    examples with explanations, Instances with 1-4 references, Categories), seeded. Instances per task are
    lognormal (median 1,800, sigma 1), cut to [30, 6500] and scaled to total ``--instances``. The default
-   total keeps SNI's density: the issue's ~5M instances over REFERENCE.md's 1,616 tasks is 3,094 a task,
+   total keeps SNI's density: the issue's ~5M instances over SNI's 1,616 tasks (Wang et al. 2022) is 3,094 a task,
    so 2,000 files hold 6,188,000. Instance inputs are lognormal words (median 45), references median 3
    words; definitions about 57 words (the SNI paper's 56.6 average). 147 tasks (SNI's 119 of 1,616, scaled)
    are listed as test tasks.

@@ -10,7 +10,8 @@ Super-NaturalInstructions report them. Per-example metrics take the best referen
     >>> compute("squad_em", ["The Cat!"], [["cat"]])
     100.0
 
-Names and definitions (see REFERENCE.md, "Scoring"):
+Names and definitions (sources: SNI's ``eval/automatic/evaluation.py``, SQuAD v1.1's official evaluation
+script, Google's ``rouge_score``; docs/references.md, "Scoring"):
 
 ``accuracy``     exact string match after ``strip()``; the rank-classification metric.
 ``exact_match``  SNI normalisation: lowercase, drop ASCII punctuation, collapse whitespace (articles kept).

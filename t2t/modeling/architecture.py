@@ -102,7 +102,7 @@ def set_attention_implementation(model: torch.nn.Module, name: str) -> str:
     """Switch the attention kernel in place (encoder and decoder stacks included); returns the one in use.
 
     On CPU and for T5 shapes eager is usually at least as fast as sdpa, because T5's relative position
-    bias forces sdpa onto its generic kernel (REFERENCE: eager also won on an H100 for FLAN-T5-base).
+    bias forces sdpa onto its generic kernel (eager also won on an H100 for FLAN-T5-base: docs/references.md).
     """
     if name not in ATTENTION_IMPLEMENTATIONS:
         raise T2TError(f"--attn-implementation '{name}' is unknown; choose one of "

@@ -2,7 +2,7 @@
 
 :func:`seq2seq_loss_sum` returns the *sum* of target-token losses (fp32) and the number of target tokens,
 so that the trainer divides by the target tokens of the whole global batch: gradient accumulation and the
-number of processes then leave the update unchanged (T5 itself averages per micro-batch, see REFERENCE).
+number of processes then leave the update unchanged (T5 itself averages per micro-batch: transformers #37766).
 
 A packed batch (:func:`t2t.data.packing.collate_packed`) holds several examples per row. T5's own forward
 passes the encoder mask as the cross-attention mask too, so one 4-D mask cannot serve both; instead the

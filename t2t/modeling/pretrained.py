@@ -17,7 +17,7 @@ folder that ``AutoModelForSeq2SeqLM`` loads:
    ``decoder_layers`` layers and cross-attention, initialised from ``seed``, its embeddings copied from the
    encoder's, its LM head tied to them (the encoder's unused pooler is kept as it is);
 3. warm-up: a random decoder first has to learn to read the encoder, or every prediction collapses onto
-   one class (REFERENCE.md, pilot). The decoder (cross-attention included; the encoder stays frozen) is
+   one class (the pilot in docs/references.md). The decoder (cross-attention included; the encoder stays frozen) is
    trained ``warmup_steps`` steps to write out the first ``warmup_words`` words of an input. The inputs are
    the rendered inputs of the offline mixture's *training* tasks only (its held-out tasks are never read),
    in a seeded order, so the same task files, seed and settings give the same base.
@@ -69,7 +69,7 @@ PAD, EOS, UNK, START = "[PAD]", "[SEP]", "[UNK]", "[CLS]"
 @dataclasses.dataclass(frozen=True)
 class EDShape:
     """The decoder and its warm-up. 2 layers and 300 steps of warm-up (batch 32, lr 1e-3) are the pilot's
-    (REFERENCE.md); the warm-up takes a few minutes on 2 CPU cores."""
+    (docs/references.md); the warm-up takes a few minutes on 2 CPU cores."""
 
     decoder_layers: int = 2
     warmup_steps: int = 300

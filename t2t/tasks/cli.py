@@ -6,7 +6,7 @@
     python -m t2t.tasks check [PATHS...]
     python -m t2t.tasks import templates.yaml --cluster C [--out DIR] [--name N] [--overwrite] [--no-truncate]
     python -m t2t.tasks import-sni TASK.json... --out DIR [--test-tasks test_tasks.txt] [--mixture FILE.yaml]
-    python -m t2t.tasks catalog [--markdown | --json | --check README.md | --write README.md]
+    python -m t2t.tasks catalog [--markdown | --json | --check docs/catalog.md | --write docs/catalog.md]
     python -m t2t.tasks export-lm-eval TASK... --out DIR [--split S] [--limit N] [--seed K] [--overwrite]
     python -m t2t.tasks import-lm-eval TASK.yaml... --cluster C [--out DIR] [--name N] [--overwrite]
 """
@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_lm_import.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     for p in (p_list, p_show, p_render, p_check, p_export):
         add_task_dir_option(p)
-    catalog.add_parser(sub)  # the README's catalog table (t2t.tasks.catalog)
+    catalog.add_parser(sub)  # docs/catalog.md's table (t2t.tasks.catalog)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Metrics against numbers worked out by hand from their definitions (REFERENCE.md, "Scoring")."""
+"""Metrics against numbers worked out by hand from their definitions (docs/references.md, "Scoring")."""
 
 from __future__ import annotations
 
