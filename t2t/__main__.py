@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from t2t.errors import run_cli
+
 COMMANDS = {"tasks": "t2t.tasks", "mixture": "t2t.mixture", "finetune": "t2t.finetune",
             "evaluate": "t2t.evaluate", "experiment": "t2t.experiment"}
 
@@ -18,8 +20,6 @@ def main() -> int:
         print(usage, file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[sys.argv[1]])
-    from t2t.errors import run_cli
-
     return run_cli(module.main, sys.argv[2:])
 
 

@@ -30,7 +30,7 @@ import re
 import reprlib
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -546,22 +546,6 @@ class _AnswerChoices(list):
         if i >= len(self):
             raise ValueError(f"choices[{i}]: there are only {len(self)} choices")
         return super().__getitem__(i)
-
-
-@dataclass
-class RenderCount:
-    """How many rows a render pass produced and skipped (declined by a template)."""
-
-    rendered: int = 0
-    skipped: int = 0
-    skipped_by_template: dict[str, int] = field(default_factory=dict)
-
-    def add(self, template: str, example: Example | None) -> None:
-        if example is None:
-            self.skipped += 1
-            self.skipped_by_template[template] = self.skipped_by_template.get(template, 0) + 1
-        else:
-            self.rendered += 1
 
 
 def warn(message: str) -> None:

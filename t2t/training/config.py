@@ -123,7 +123,3 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
 
 def parse_bool_flags(argv: Sequence[str]) -> list[str]:
     return configs.parse_bool_flags(argv, FinetuneConfig)
-
-
-def field_names() -> list[str]:
-    return list(configs.index(FinetuneConfig))
