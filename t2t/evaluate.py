@@ -12,7 +12,7 @@ With no arguments at all it evaluates ``--model t2t-tiny`` and, if the offline d
 An adapter whose run trained on a selected task (or on its source dataset) is refused, since its score
 would not be held-out, unless ``--allow-train-tasks``; the report then names those tasks.
 
-How each example is scored (REFERENCE.md, "Scoring"):
+How each example is scored (sources in docs/references.md, "Scoring"):
 
 * tasks with answer choices: rank classification (:func:`t2t.evaluation.scoring.score_choices`), reported as
   ``acc`` (argmax of the summed log-probability, T0) and ``acc_norm`` (per character, lm-eval);

@@ -16,7 +16,7 @@ Two conventions for what a choice's target is (``convention``):
   moves to the front of the continuation (``LM._encode_pair``); the context is encoded with special
   tokens (EOS for T5) and cut on the left to its last ``max_input_len`` tokens; the continuation is
   encoded without special tokens, so no EOS is scored. Measured on t2t's base and demo adapter (600
-  rows, REFERENCE.md): with lm-eval's defaults only 59-200 of 200 predictions per task agree with t2t's
+  rows, docs/references.md): with lm-eval's defaults only 59-200 of 200 predictions per task agree with t2t's
   convention, so the convention is recorded with every result (``results.json``).
 
 Predictions (see :func:`predict`): ``"sum"`` is the argmax of the sum (T0, lm-eval ``acc``);

