@@ -1,6 +1,6 @@
 """Task files: YAML front matter plus named Jinja blocks, rendered in a sandbox into ``input ||| target``.
 
-A task file looks like this (the README documents every field)::
+A task file looks like this (docs/task-files.md documents every field)::
 
     ---
     cluster: sentiment
