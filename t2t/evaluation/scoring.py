@@ -35,6 +35,11 @@ sum), so scores do not depend on the batch size beyond float rounding (<1e-4 in 
 Both work on plain ``transformers`` seq2seq models and on peft models whose adapters are injected
 layers (LoRA and friends). Prompt-learning adapters (prefix / prompt tuning) change the encoder call
 and are refused.
+
+Causal (decoder-only) models: every public function here hands them to
+:mod:`t2t.evaluation.causal_scoring` (the model's family, :func:`t2t.modeling.family.model_family`,
+decides), which scores them under the same two conventions, lm-eval's being ``HFLM``'s causal
+loglikelihood. ``chat_template`` (and ``stop`` for generation) apply to causal models only.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from dataclasses import dataclass
 import torch
 
 from t2t.errors import T2TError
+from t2t.modeling.family import model_family
 
 
 @dataclass(frozen=True)
@@ -55,11 +61,14 @@ class ChoiceScore:
     ``logprob``: sum of log-probabilities of the choice's tokens (natural log); EOS included under the t2t
     convention, the delimiter instead of EOS under lm-eval's. ``num_tokens``: how many tokens were scored.
     ``num_chars``: ``len(choice)``, without the delimiter (lm-eval's ``acc_norm`` divides by the same).
+    ``is_greedy``: whether greedy decoding reproduces every scored token (lm-eval's ``is_greedy``, its
+    ``exact_match``); computed for causal models, ``None`` for seq2seq ones.
     """
 
     logprob: float
     num_tokens: int
     num_chars: int
+    is_greedy: bool | None = None
 
     @property
     def logprob_per_char(self) -> float:
@@ -210,6 +219,16 @@ def _check_choices(inputs: Sequence[str], choices: Sequence[Sequence[str]]) -> N
             )
 
 
+def _causal(model: torch.nn.Module):
+    """:mod:`t2t.evaluation.causal_scoring` for a decoder-only model, else None (that module imports this
+    one's ChoiceScore and helpers, so it is imported here, on first use)."""
+    if model_family(model) != "causal":
+        return None
+    from t2t.evaluation import causal_scoring
+
+    return causal_scoring
+
+
 # --- rank classification ------------------------------------------------------------------------
 
 
@@ -223,6 +242,7 @@ def score_choices(
     device: torch.device | str | None = None,
     convention: str = "t2t",
     target_delimiter: str = " ",
+    chat_template: bool = False,
 ) -> list[list[ChoiceScore]]:
     """Score every answer choice of every input; ``result[i][j]`` belongs to ``choices[i][j]``.
 
@@ -230,7 +250,11 @@ def score_choices(
     (input, choice). Inputs longer than ``max_input_len`` tokens are truncated (t2t: on the right, EOS
     kept; lm-eval: on the left); choices are never truncated. ``convention`` and ``target_delimiter``
     (used by ``"lm-eval"`` only): see the module docstring. ``device`` defaults to the model's device.
+    A causal model is scored by :func:`t2t.evaluation.causal_scoring.score_choices`.
     """
+    if (causal := _causal(model)) is not None:
+        return causal.score_choices(model, tokenizer, inputs, choices, batch_size, max_input_len, device,
+                                    convention, target_delimiter, chat_template)
     _check_choices(inputs, choices)
     _check_model(model)
     device = _device_of(model, device)
@@ -329,12 +353,16 @@ def score_choices_naive(
     device: torch.device | str | None = None,
     convention: str = "t2t",
     target_delimiter: str = " ",
+    chat_template: bool = False,
 ) -> list[list[ChoiceScore]]:
     """Reference rank classification: one full ``model(input_ids, labels=choice)`` per (input, choice).
 
     Uses the model's own label shifting and loss (mean token cross-entropy, times the token count),
     so it shares no scoring code with :func:`score_choices` beyond the encoding of the requests.
     """
+    if (causal := _causal(model)) is not None:
+        return causal.score_choices_naive(model, tokenizer, inputs, choices, max_input_len, device, convention,
+                                          target_delimiter, chat_template)
     _check_choices(inputs, choices)
     _check_model(model)
     device = _device_of(model, device)
@@ -364,12 +392,18 @@ def generate_ids(
     batch_size: int = 32,
     max_input_len: int | None = None,
     device: torch.device | str | None = None,
+    chat_template: bool = False,
+    stop: Sequence[str] | None = None,
 ) -> list[list[int]]:
     """Generated token ids per input, in input order, without the decoder start token, EOS or padding.
 
     Greedy (``num_beams=1``) or beam search, never sampling. ``max_new_tokens`` is always passed
-    because transformers' GenerationConfig otherwise stops at ``max_length=20``.
+    because transformers' GenerationConfig otherwise stops at ``max_length=20``. A causal model generates
+    with :func:`t2t.evaluation.causal_scoring.generate_ids` (``stop``: its stop strings, default ``"\\n\\n"``).
     """
+    if (causal := _causal(model)) is not None:
+        return causal.generate_ids(model, tokenizer, inputs, max_new_tokens, num_beams, batch_size, max_input_len,
+                                   device, chat_template, causal.DEFAULT_STOP if stop is None else stop)
     if max_new_tokens < 1:
         raise T2TError(f"max_new_tokens must be at least 1, got {max_new_tokens}; set --max-new-tokens.")
     _check_model(model)
@@ -404,8 +438,13 @@ def generate(
     batch_size: int = 32,
     max_input_len: int | None = None,
     device: torch.device | str | None = None,
+    chat_template: bool = False,
+    stop: Sequence[str] | None = None,
 ) -> list[str]:
     """Generated text per input, in input order: :func:`generate_ids` decoded, special tokens skipped,
-    surrounding whitespace stripped."""
+    surrounding whitespace stripped (a causal model's text also cut at the first stop string)."""
+    if (causal := _causal(model)) is not None:
+        return causal.generate(model, tokenizer, inputs, max_new_tokens, num_beams, batch_size, max_input_len,
+                               device, chat_template, causal.DEFAULT_STOP if stop is None else stop)
     ids = generate_ids(model, tokenizer, inputs, max_new_tokens, num_beams, batch_size, max_input_len, device)
     return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
