@@ -7,7 +7,7 @@ import sys
 
 from t2t.errors import run_cli
 
-COMMANDS = {"tasks": "t2t.tasks", "mixture": "t2t.mixture", "finetune": "t2t.finetune",
+COMMANDS = {"tasks": "t2t.tasks.cli", "mixture": "t2t.mixture", "finetune": "t2t.finetune",
             "evaluate": "t2t.evaluate", "experiment": "t2t.experiment"}
 
 

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from t2t.errors import T2TError, run_cli
 from t2t.mixtures.resolve import Mixture, load_mixture
 from t2t.mixtures.spec import STOP_POLICIES, MixtureRegistry
-from t2t.mixtures.stream import ExampleStream
 
 
 def show_table(mixture: Mixture) -> str:
@@ -102,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.n < 0 or args.start < 0:
         raise T2TError("--n and --start must not be negative")
+    from t2t.mixtures.stream import ExampleStream  # torch (IterableDataset, ~6 s): only to sample
+
     stream = ExampleStream(mixture, seed=args.seed, stop=args.stop)
     draws = stream.draws(args.start, args.n)
     if args.json:

@@ -99,8 +99,10 @@ PROBE = textwrap.dedent("""
         json.dump({{"code": code, "heavy": heavy}}, f)
 """).format(heavy=repr(HEAVY))
 
-COMMANDS = [("-", []), ("t2t", ["--help"]), ("t2t", ["tasks", "--help"])] + [
-    (f"t2t.{name}", ["--help"]) for name in ("finetune", "evaluate", "experiment", "mixture", "tasks")]
+NAMES = ("finetune", "evaluate", "experiment", "mixture", "tasks")
+# `t2t NAME --help` goes through the console script's dispatch table (t2t/__main__.py) as well.
+COMMANDS = [("-", []), ("t2t", ["--help"])] + [(f"t2t.{name}", ["--help"]) for name in NAMES] + [
+    ("t2t", [name, "--help"]) for name in NAMES]
 
 
 @pytest.mark.parametrize(("module", "args"), COMMANDS, ids=[" ".join([m, *a]) for m, a in COMMANDS])
