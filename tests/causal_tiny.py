@@ -62,7 +62,8 @@ def make_llama(vocab_size: int, seed: int = 0, attn: str = "sdpa", tie: bool = F
 def make_gpt2(vocab_size: int, seed: int = 0) -> Any:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    config = GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=512)
+    config = GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=512, bos_token_id=1,
+                        eos_token_id=2)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return GPT2LMHeadModel(config).eval()
