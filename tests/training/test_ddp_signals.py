@@ -29,7 +29,8 @@ rate: {strategy: proportional, cap: 3000}
 def torchrun(mixture_dir: Path, out: Path, *extra: str, script: str | None = None,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     target = [script] if script else ["-m", "t2t.finetune"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29537",
+    # --standalone: a rendezvous on a free port, so that two test runs on one machine never collide
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            *target, "--mixture", "small", "--mixture-dir", str(mixture_dir), "--output-dir", str(out),
            "--max-steps", "4", "--batch-size", "4", "--lora-dropout", "0.1", "--eval-steps", "0", "--save-steps", "0",
            "--log-steps", "1", "--warmup-steps", "0", "--no-progress", *extra]

@@ -209,8 +209,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(mixture_dir: Path, tmp_pa
 
 def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port",
-           "29517", *args]
+    # --standalone: a rendezvous on a free port, so that two test runs on one machine never collide
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
 
 

@@ -66,8 +66,9 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def launch(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # port 0: accelerate picks a free port, so that two test runs on one machine never collide
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--main_process_port",
-           "29527", *args]
+           "0", *args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
 
 

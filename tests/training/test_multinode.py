@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -36,8 +37,13 @@ def test_two_nodes_meet_at_the_rendezvous_endpoint_and_train_the_adapter_of_one(
                "0", "--lr", "1", "--adam-epsilon", "1", "--max-grad-norm", "0"]
     out = tmp_path / "two"  # a shared folder, as on a cluster file system: rank 0 (node 0) writes it
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Both nodes need the same endpoint, so torchrun's port 0 will not do: a port the system hands out
+    # as free now, so that two test runs on one machine never meet at one rendezvous.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node",
-                               "1", "--node-rank", str(rank), "--rdzv-endpoint", "127.0.0.1:29547",
+                               "1", "--node-rank", str(rank), "--rdzv-endpoint", f"127.0.0.1:{port}",
                                "-m", "t2t.finetune", *options, "--output-dir", str(out)],
                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for rank in (0, 1)]
