@@ -1,8 +1,9 @@
 """Hostile templates: injection payloads, runaway time and size, and that benign Jinja still renders the same.
 
 Every payload must either raise a TaskFileError naming the file and the template, or render harmless text,
-and must finish within a couple of seconds. tests/test_templates.py carries the first payloads; these go
-further (format strings, filters, Jinja internals, Flask globals, recursion and growth bombs).
+and must end within the sandbox's time limit (checked with a minute of slack). tests/test_templates.py
+carries the first payloads; these go further (format strings, filters, Jinja internals, Flask globals,
+recursion and growth bombs).
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ import jinja2
 import pytest
 
 from t2t.errors import TaskFileError
-from t2t.tasks.sandbox import MAX_OUTPUT_CHARS, MAX_RENDER_SECONDS, T2TSandbox
+from t2t.tasks import sandbox
+from t2t.tasks.sandbox import MAX_OUTPUT_CHARS, MAX_RENDER_SECONDS, MAX_VALUE_CHARS, T2TSandbox
 from t2t.tasks.task import Task
 
 # A row with lists long enough for nested loops to run for minutes.
 ROW = {"text": "hello", "label": 0, "items": ["ab"] * 300, "words": ["word"] * 3000}
 SECRET = "S3CRET-TOKEN"  # in the environment of every render: no payload may print it
-SLACK_SECONDS = 3.0  # two shared CPU cores: room for a slow machine, far below a runaway render
+# The sandbox's own time limit is the one wall-clock bound here. A runaway render (1e10 loop steps) runs
+# for hours, a stopped one for MAX_RENDER_SECONDS and a little: a minute of slack tells them apart on any
+# machine, however loaded, and a stopped render never waits for it.
+SLACK_SECONDS = 60.0
 
 # Never in an error message: object reprs, addresses, file contents, command output, secrets.
 ERROR_LEAKS = re.compile(rf"<(class|function|built-in|bound method|module|method)\b| at 0x[0-9a-f]+|root:|"
@@ -190,13 +195,23 @@ def test_spinning_loops_are_stopped_by_time(tmp_path: Path, body: str) -> None:
     assert "spin.jinja" in str(info.value) and "template 't'" in str(info.value)
 
 
-def test_exponential_growth_is_stopped_by_size_before_memory(tmp_path: Path) -> None:
+def test_exponential_growth_is_stopped_by_size_before_memory(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     task = evil_task(tmp_path, "{% set ns = namespace(s='a') %}{% for i in range(60) %}"
                                "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}", "grow")
-    start = time.monotonic()
+    built: list[int] = []
+    too_long = sandbox._too_long
+
+    def counted(n: int, what: str) -> None:
+        built.append(n)
+        too_long(n, what)
+
+    monkeypatch.setattr(sandbox, "_too_long", counted)
     with pytest.raises(TaskFileError, match="'~' would build more than") as info:
         task.render({}, 0, "t")
-    assert time.monotonic() - start < 1.0  # refused at about 2**20 characters, not after 2**60
+    # Refused at the first doubling past MAX_VALUE_CHARS (2**20 characters, the 20th), not after 2**60:
+    # about two million characters built in all.
+    assert built == [2 ** k for k in range(1, 21)] and 2 ** 19 <= MAX_VALUE_CHARS < 2 ** 20
     assert "grow.jinja" in str(info.value) and "template 't'" in str(info.value)
 
 
