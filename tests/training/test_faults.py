@@ -301,6 +301,40 @@ def test_a_stop_signal_checkpoints_at_the_step_boundary_and_the_resume_is_exact(
     assert steps_logged(out) == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(mixture_dir: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str], first: int) -> None:
+    """A stop signal asks for a checkpoint at the step boundary; Ctrl-C before that boundary interrupts at
+    once (t2t.training.recipe.StopSignals): KeyboardInterrupt from inside step 2, no checkpoint, no adapter,
+    no step 3, the previous handlers put back and the output folder free for the next run."""
+    from t2t.training import monitor
+
+    real_step = monitor.MetricsLogger.step
+
+    def step(self, done: int, *args) -> None:
+        real_step(self, done, *args)
+        if done == 2:
+            os.kill(os.getpid(), first)  # handled: a stop at the end of this step is asked for
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C again, while step 2 is still running
+
+    monkeypatch.setattr(monitor.MetricsLogger, "step", step)
+    out = tmp_path / "interrupted"
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        run(mixture_dir, out, max_steps=4, save_steps=0)
+    err = capsys.readouterr().err
+    assert err.count("stopping after this step, with a checkpoint (Ctrl-C again to stop at once") == 1, err
+    assert "stopped by" not in err
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+    assert not (out / "adapter").exists()
+    assert steps_logged(out) == [1, 2]
+    monkeypatch.undo()
+    run(mixture_dir, out, max_steps=2, save_steps=0, overwrite=True)  # the lock was released
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
 def test_a_bad_row_in_training_names_the_task_file_and_row(tmp_path: Path) -> None:
     tasks, mixtures = tmp_path / "tasks", tmp_path / "mixtures"
     tasks.mkdir()

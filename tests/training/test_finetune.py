@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from t2t.errors import T2TError
 from t2t.training.config import build_config
-from t2t.training.recipe import train
+from t2t.training.recipe import FinetuneRecipe, train
 
 REPO = Path(__file__).resolve().parents[2]
 MIXTURE = """\
@@ -88,22 +88,47 @@ def test_accumulation_and_packing_do_not_change_the_gradient(mixture_dir: Path) 
         assert max_diff(ref, grads) < 1e-5 * scale
 
 
-def test_resume_continues_exactly(mixture_dir: Path, tmp_path: Path) -> None:
+def logged_losses(out: Path) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+
+def test_resume_continues_exactly(mixture_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The resumed run starts at the step-2 checkpoint and trains steps 3-6 only, to the same adapter.
+
+    Training is deterministic, so the adapter alone would also match a resume that silently restarted
+    from step 0: where it started and which steps ran are asserted as well."""
+    options = {"max_steps": 6, "save_steps": 2, "keep_checkpoints": 5, "lora_dropout": 0.1, "log_steps": 1}
     full = tmp_path / "full"
-    run(mixture_dir, full, max_steps=6, save_steps=2, keep_checkpoints=5, lora_dropout=0.1)
+    run(mixture_dir, full, **options)
     resumed = tmp_path / "resumed"
     shutil.copytree(full, resumed)
-    # Make it look as if the run had died after the step-2 checkpoint.
+    # Make it look as if the run had died after the step-2 checkpoint (metrics of steps 1-2 written).
     for name in ("checkpoint-000004", "checkpoint-000006"):
         shutil.rmtree(resumed / "checkpoints" / name)
     shutil.rmtree(resumed / "adapter")
+    lines = (full / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (resumed / "metrics.jsonl").write_text("".join(line for line in lines if json.loads(line)["step"] <= 2))
     with pytest.raises(T2TError, match="other options.*--lr 0.003 -> 0.001"):
-        run(mixture_dir, resumed, max_steps=6, save_steps=2, keep_checkpoints=5, lora_dropout=0.1, resume=True,
-            lr=1e-3)
-    run(mixture_dir, resumed, max_steps=6, save_steps=2, keep_checkpoints=5, lora_dropout=0.1, resume=True)
+        run(mixture_dir, resumed, **options, resume=True, lr=1e-3)
+    steps_run: list[int] = []
+    real_step = FinetuneRecipe._step
+
+    def counted(self: FinetuneRecipe, done: int, *args: object) -> None:
+        steps_run.append(done)
+        real_step(self, done, *args)
+
+    monkeypatch.setattr(FinetuneRecipe, "_step", counted)
+    capsys.readouterr()
+    run(mixture_dir, resumed, **options, resume=True)
+    out = capsys.readouterr().out
+    assert f"resuming from {resumed / 'checkpoints' / 'checkpoint-000002'} (step 2)" in out, out
+    assert steps_run == [3, 4, 5, 6]
     assert max_diff(adapter(full), adapter(resumed)) == 0.0
-    losses = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in losses if "loss" in r][-1] == 6
+    # one loss per step, steps 3-6 appended after the dead run's 1-2, each the uninterrupted run's
+    assert [step for step, _ in logged_losses(resumed)] == [1, 2, 3, 4, 5, 6]
+    assert logged_losses(resumed) == logged_losses(full)
 
 
 def test_data_workers_prepare_the_same_steps(mixture_dir: Path, tmp_path: Path) -> None:
