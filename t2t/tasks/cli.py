@@ -273,6 +273,14 @@ COMMANDS = {"list": list_tasks, "show": show_task, "render": render_task, "check
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m t2t.tasks", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_browse_commands(sub)
+    _add_import_commands(sub)
+    catalog.add_parser(sub)  # docs/catalog.md's table (t2t.tasks.catalog)
+    return parser
+
+
+def _add_browse_commands(sub: argparse._SubParsersAction) -> None:
+    """``list``, ``show``, ``render`` and ``check``: the task files as they are."""
     p_list = sub.add_parser("list", help="list tasks")
     p_list.add_argument("--cluster")
     p_list.add_argument("--json", action="store_true")
@@ -291,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_render.add_argument("--json", action="store_true")
     p_check = sub.add_parser("check", help="validate task files by rendering every template")
     p_check.add_argument("paths", nargs="*", help="files or folders (default: every task folder)")
+    for p in (p_list, p_show, p_render, p_check):
+        add_task_dir_option(p)
+
+
+def _add_import_commands(sub: argparse._SubParsersAction) -> None:
+    """``import`` (promptsource), ``import-sni``, ``export-lm-eval`` and ``import-lm-eval``: other formats."""
     p_import = sub.add_parser("import", help="convert a promptsource templates.yaml into a t2t task file")
     p_import.add_argument("paths", nargs="+", metavar="TEMPLATES_YAML", help="promptsource templates.yaml file(s)")
     p_import.add_argument("--cluster", required=True, help="the cluster of the imported task(s), e.g. nli")
@@ -322,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_export.add_argument("--limit", type=int, help="the first N rows of each task (default: every row)")
     p_export.add_argument("--seed", type=int, default=0, help="render seed, as t2t.evaluate --seed (default 0)")
     p_export.add_argument("--overwrite", action="store_true", help="replace existing files")
+    add_task_dir_option(p_export)
     p_lm_import = sub.add_parser("import-lm-eval", help="convert lm-evaluation-harness task YAML into task files")
     p_lm_import.add_argument("paths", nargs="+", metavar="TASK_YAML", help="lm-eval task YAML file(s)")
     p_lm_import.add_argument("--cluster", required=True, help="the cluster of the imported task(s), e.g. qa")
@@ -329,10 +344,6 @@ def build_parser() -> argparse.ArgumentParser:
     p_lm_import.add_argument("--name", help="task name (default: the YAML's task:; only with one file)")
     p_lm_import.add_argument("--overwrite", action="store_true", help="replace an existing task file")
     p_lm_import.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    for p in (p_list, p_show, p_render, p_check, p_export):
-        add_task_dir_option(p)
-    catalog.add_parser(sub)  # docs/catalog.md's table (t2t.tasks.catalog)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -81,6 +81,23 @@ def split_blocks(body: str, offset: int, env: jinja2.Environment,
     template=..., line=...)`` builds the error to raise, naming the file and task.
     """
     line_of = lambda pos: offset + body.count("\n", 0, pos) + 1  # noqa: E731
+    blocks = _find_blocks(body, offset, err, line_of)
+    _check_outside(body, blocks, offset, env, err)
+    out: list[Block] = []
+    first_line: dict[str, int] = {}
+    for m in blocks:
+        name = m.group("name")
+        if name in first_line:
+            raise err(f"template '{name}' defined twice (lines {first_line[name]} and {line_of(m.start())}); "
+                      "template names must be unique in a task", template=name, line=line_of(m.start()))
+        first_line[name] = line_of(m.start())
+        out.append(Block(name, line_of(m.start()), "\n" * offset + _only_block(body, blocks, m)))
+    return out
+
+
+def _find_blocks(body: str, offset: int, err: Callable[..., TaskFileError],
+                 line_of: Callable[[int], int]) -> list[re.Match[str]]:
+    """The ``{% block %}`` matches of ``body``, each closed by its own ``{% endblock %}`` and not nested."""
     # An opening after the last endblock never matches _BLOCK_RE, and each one would make the
     # regex rescan the rest of the file: refuse it first, so that loading stays linear.
     ends = [m.end() for m in _BLOCK_END_RE.finditer(body)]
@@ -102,6 +119,13 @@ def split_blocks(body: str, offset: int, env: jinja2.Environment,
         inner = _BLOCK_OPEN_RE.search(_RAW_RE.sub(lambda r: " " * len(r.group()), m.group("body")))
         if inner:
             raise err("blocks cannot be nested", template=name, line=line_of(m.start("body") + inner.start()))
+    return blocks
+
+
+def _check_outside(body: str, blocks: list[re.Match[str]], offset: int, env: jinja2.Environment,
+                   err: Callable[..., TaskFileError]) -> None:
+    """Parse the whole body, then refuse text outside the blocks (imports, macros, set and comments may
+    stand there)."""
     # The blocks blanked out with their newlines kept: the text outside keeps the file's line numbers.
     outside = _BLOCK_RE.sub(lambda m: "\n" * m.group().count("\n"), body)
     try:
@@ -122,25 +146,20 @@ def split_blocks(body: str, offset: int, env: jinja2.Environment,
                 line += stray.data[:len(stray.data) - len(stray.data.lstrip())].count("\n")
             raise err("text outside {% block %} ... {% endblock %}: only imports, macros, set and comments "
                       "may stand there", line=offset + line)
-    out: list[Block] = []
-    first_line: dict[str, int] = {}
-    for m in blocks:
-        name = m.group("name")
-        if name in first_line:
-            raise err(f"template '{name}' defined twice (lines {first_line[name]} and {line_of(m.start())}); "
-                      "template names must be unique in a task", template=name, line=line_of(m.start()))
-        first_line[name] = line_of(m.start())
-        # Blank every other block, keeping newlines so that line numbers stay the file's.
-        pieces, last = [], 0
-        for other in blocks:
-            pieces.append(body[last:other.start()])
-            if other is m:
-                pieces.append("\n" * body.count("\n", other.start(), other.start("body")))
-                pieces.append(other.group("body"))
-                pieces.append("\n" * body.count("\n", other.end("body"), other.end()))
-            else:
-                pieces.append("\n" * body.count("\n", other.start(), other.end()))
-            last = other.end()
-        pieces.append(body[last:])
-        out.append(Block(name, line_of(m.start()), "\n" * offset + "".join(pieces)))
-    return out
+
+
+def _only_block(body: str, blocks: list[re.Match[str]], keep: re.Match[str]) -> str:
+    """``body`` with every block but ``keep`` blanked, and ``keep``'s own tags too, newlines kept so that line
+    numbers stay the file's."""
+    pieces, last = [], 0
+    for other in blocks:
+        pieces.append(body[last:other.start()])
+        if other is keep:
+            pieces.append("\n" * body.count("\n", other.start(), other.start("body")))
+            pieces.append(other.group("body"))
+            pieces.append("\n" * body.count("\n", other.end("body"), other.end()))
+        else:
+            pieces.append("\n" * body.count("\n", other.start(), other.end()))
+        last = other.end()
+    pieces.append(body[last:])
+    return "".join(pieces)

@@ -303,9 +303,8 @@ def _first_row(source: Mapping[str, Any]) -> dict[str, Any] | None:
     return row if isinstance(row, dict) else None
 
 
-def to_task_file(config: Mapping[str, Any], path: Path, cluster: str, env: jinja2.Environment,
-                 name: str | None = None) -> tuple[str, str, list[str]]:
-    """The t2t task file text of one lm-eval config, its name, and notes on what was left out."""
+def _output_type(config: Mapping[str, Any], path: Path) -> str:
+    """The config's output type, after refusing what t2t cannot run or score as lm-eval does."""
     for key in ("process_docs", "process_results", "doc_to_image", "doc_to_audio"):
         if key in config:
             raise _refuse(path, key, "a Python hook (or a non-text input) that t2t does not run")
@@ -320,10 +319,11 @@ def to_task_file(config: Mapping[str, Any], path: Path, cluster: str, env: jinja
     if filters is not None and filters != [{"name": "none", "filter": [{"function": "take_first"}]}]:
         raise _refuse(path, "filter_list", "answer extraction filters change what is scored; t2t scores the "
                                            "whole generation (only lm-eval's default take_first imports)")
-    task_name = name or str(config.get("task") or path.stem)
-    if not isinstance(task_name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", task_name):
-        raise _refuse(path, "task", f"'{task_name}' is not a t2t task name (letters, digits, '_', '-', '.'); "
-                                    "pass --name")
+    return output
+
+
+def _source(config: Mapping[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The task file's ``source`` and ``splits`` (t2t split -> the dataset's) for an lm-eval config."""
     dataset = config.get("dataset_path")
     if not isinstance(dataset, str) or not dataset:
         raise _refuse(path, "dataset_path", "missing: t2t needs the hub dataset (or json/csv/parquet files)")
@@ -345,13 +345,12 @@ def to_task_file(config: Mapping[str, Any], path: Path, cluster: str, env: jinja
             source["trust_remote_code"] = True
     if kwargs:
         raise _refuse(path, "dataset_kwargs", f"'{sorted(kwargs)[0]}' has no t2t source equivalent")
-    notes = [f"'{k}' ignored" if k in IGNORED else f"'{k}' not understood, ignored"
-             for k in config if k not in HANDLED]
-    delimiter = config.get("target_delimiter", " ")
-    if delimiter != " ":
-        notes.append(f"target_delimiter {delimiter!r}: pass --target-delimiter {json.dumps(delimiter)} with "
-                     "--choice-scoring lm-eval to score as lm-eval does")
+    return source, splits
 
+
+def _metrics(config: Mapping[str, Any], output: str, notes: list[str]) -> list[str]:
+    """t2t's metrics for the config's ``metric_list`` (notes get the ones left out): rank classification
+    scores accuracy; a generation task keeps what maps to t2t, else exact match."""
     metrics = []
     for item in config.get("metric_list") or [{"metric": "acc" if output == "multiple_choice" else "exact_match"}]:
         metric = item.get("metric") if isinstance(item, dict) else None
@@ -360,9 +359,26 @@ def to_task_file(config: Mapping[str, Any], path: Path, cluster: str, env: jinja
         elif IMPORT_METRICS[metric] not in metrics:
             metrics.append(IMPORT_METRICS[metric])
     if output == "multiple_choice":
-        metrics = ["accuracy"]
-    elif not metrics:
-        metrics = ["exact_match"]
+        return ["accuracy"]
+    return metrics or ["exact_match"]
+
+
+def to_task_file(config: Mapping[str, Any], path: Path, cluster: str, env: jinja2.Environment,
+                 name: str | None = None) -> tuple[str, str, list[str]]:
+    """The t2t task file text of one lm-eval config, its name, and notes on what was left out."""
+    output = _output_type(config, path)
+    task_name = name or str(config.get("task") or path.stem)
+    if not isinstance(task_name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", task_name):
+        raise _refuse(path, "task", f"'{task_name}' is not a t2t task name (letters, digits, '_', '-', '.'); "
+                                    "pass --name")
+    source, splits = _source(config, path)
+    notes = [f"'{k}' ignored" if k in IGNORED else f"'{k}' not understood, ignored"
+             for k in config if k not in HANDLED]
+    delimiter = config.get("target_delimiter", " ")
+    if delimiter != " ":
+        notes.append(f"target_delimiter {delimiter!r}: pass --target-delimiter {json.dumps(delimiter)} with "
+                     "--choice-scoring lm-eval to score as lm-eval does")
+    metrics = _metrics(config, output, notes)
 
     for key in ("doc_to_text", "doc_to_target"):
         if config.get(key) is None:
