@@ -64,7 +64,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from t2t.data.causal import encode_pair, move_trailing_whitespace, prefix_token_id, tokenize_causal
 from t2t.data.chat import chat_prompt
 from t2t.errors import T2TError
-from t2t.evaluation.scoring import (
+from t2t.evaluation.scoring_common import (
     ChoiceScore,
     _batches_by_length,
     _check_choices,

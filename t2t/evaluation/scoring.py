@@ -44,41 +44,23 @@ loglikelihood. ``chat_template`` (and ``stop`` for generation) apply to causal m
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 
 from t2t.errors import T2TError
+from t2t.evaluation import causal_scoring
+from t2t.evaluation.scoring_common import (
+    ChoiceScore,
+    _batches_by_length,
+    _check_choices,
+    _check_model,
+    _device_of,
+    _eval_mode,
+    check_convention,
+)
 from t2t.modeling.family import model_family
-
-
-@dataclass(frozen=True)
-class ChoiceScore:
-    """Score of one answer choice for one input.
-
-    ``logprob``: sum of log-probabilities of the choice's tokens (natural log); EOS included under the t2t
-    convention, the delimiter instead of EOS under lm-eval's. ``num_tokens``: how many tokens were scored.
-    ``num_chars``: ``len(choice)``, without the delimiter (lm-eval's ``acc_norm`` divides by the same).
-    ``is_greedy``: whether greedy decoding reproduces every scored token (lm-eval's ``is_greedy``, its
-    ``exact_match``); computed for causal models, ``None`` for seq2seq ones.
-    """
-
-    logprob: float
-    num_tokens: int
-    num_chars: int
-    is_greedy: bool | None = None
-
-    @property
-    def logprob_per_char(self) -> float:
-        # An empty choice has 0 characters; dividing by 1 keeps it comparable instead of failing.
-        return self.logprob / max(self.num_chars, 1)
-
-    @property
-    def logprob_per_token(self) -> float:
-        return self.logprob / self.num_tokens
-
+from t2t.modeling.loss import _PACKED_ATTENTION, PACKABLE_MODEL_TYPES, segment_mask
 
 NORMS = ("sum", "chars", "tokens")
 
@@ -103,19 +85,6 @@ def predict(scores: Sequence[Sequence[ChoiceScore]], norm: str = "sum") -> list[
 # --- helpers shared by the fast and the naive path ---------------------------------------------
 
 
-def _check_model(model: torch.nn.Module) -> None:
-    peft_config = getattr(model, "active_peft_config", None)
-    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
-        raise T2TError(
-            f"scoring supports injected-layer adapters such as LoRA, not the prompt-learning adapter "
-            f"'{peft_config.peft_type}'; merge it or evaluate a LoRA adapter instead."
-        )
-
-
-def _device_of(model: torch.nn.Module, device: torch.device | str | None) -> torch.device:
-    return torch.device(device) if device is not None else next(model.parameters()).device
-
-
 def _decoder_start_id(model: torch.nn.Module, tokenizer) -> int:
     start = getattr(model.config, "decoder_start_token_id", None)
     return int(start if start is not None else tokenizer.pad_token_id)
@@ -133,15 +102,6 @@ def _encode_choices(tokenizer, choices: Sequence[str]) -> list[list[int]]:
     # EOS is appended explicitly (not via add_special_tokens) so the rule holds for any tokenizer.
     ids = tokenizer(list(choices), add_special_tokens=False)["input_ids"] if choices else []
     return [list(seq) + [tokenizer.eos_token_id] for seq in ids]
-
-
-CONVENTIONS = ("t2t", "lm-eval")
-
-
-def check_convention(convention: str) -> None:
-    if convention not in CONVENTIONS:
-        raise T2TError(f"--choice-scoring {convention}: unknown convention; use t2t (choice + EOS, the "
-                       "default) or lm-eval (target_delimiter + choice, no EOS)")
 
 
 def _encode_requests(tokenizer, inputs: Sequence[str], choices: Sequence[Sequence[str]],
@@ -182,51 +142,9 @@ def _pad(
     return ids.to(device), mask.to(device)
 
 
-def _batches_by_length(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
-    """Indices grouped into batches of similar length, longest first (an OOM shows up at once)."""
-    if batch_size < 1:
-        raise T2TError(
-            f"batch_size must be at least 1, got {batch_size}; set --batch-size to a positive number."
-        )
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
-
-
-@contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Dropout off while scoring, and the caller's train/eval state restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
-
-
-def _check_choices(inputs: Sequence[str], choices: Sequence[Sequence[str]]) -> None:
-    if len(inputs) != len(choices):
-        raise T2TError(
-            f"rank classification got {len(inputs)} inputs but {len(choices)} choice lists; "
-            "give one list of answer choices per input."
-        )
-    for i, row in enumerate(choices):
-        if isinstance(row, str) or not row:
-            raise T2TError(
-                f"rank classification: choices[{i}] must be a non-empty list of strings, got {row!r}; "
-                "check the template's answer_choices."
-            )
-
-
 def _causal(model: torch.nn.Module):
-    """:mod:`t2t.evaluation.causal_scoring` for a decoder-only model, else None (that module imports this
-    one's ChoiceScore and helpers, so it is imported here, on first use)."""
-    if model_family(model) != "causal":
-        return None
-    from t2t.evaluation import causal_scoring
-
-    return causal_scoring
+    """:mod:`t2t.evaluation.causal_scoring` for a decoder-only model, else None."""
+    return causal_scoring if model_family(model) == "causal" else None
 
 
 # --- rank classification ------------------------------------------------------------------------
@@ -282,8 +200,6 @@ def score_choices(
 
 def _packs_choices(model: torch.nn.Module) -> bool:
     """T5-family decoders use relative positions only, so an input's choices can share one decoder row."""
-    from t2t.modeling.loss import _PACKED_ATTENTION, PACKABLE_MODEL_TYPES
-
     config = model.config
     return config.model_type in PACKABLE_MODEL_TYPES and config._attn_implementation in _PACKED_ATTENTION
 
@@ -319,8 +235,6 @@ def _packed_choice_sums(model: torch.nn.Module, hidden: torch.Tensor, enc_mask: 
     and causal within itself (a segment mask). Cross-attention over the input is computed once per input
     instead of once per choice; relative positions make each choice score exactly what it scores alone
     (benchmarks/rank_classification.py measures the speed-up)."""
-    from t2t.modeling.loss import segment_mask
-
     width = max(sum(map(len, row)) for row in choice_ids)
     dec_in = torch.full((len(choice_ids), width), pad_id, dtype=torch.long)
     labels = torch.full((len(choice_ids), width), pad_id, dtype=torch.long)
