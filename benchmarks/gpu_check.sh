@@ -3,10 +3,13 @@
 #   1. train_throughput --shape base   (a/b/c variants, FLAN-T5-base shape, LoRA, bf16 autocast)   <= 130 s
 #   2. rank_classification --shape base (t2t scorer vs one forward per choice)                    <=  45 s
 #   3. train_throughput --shape large  (fewer steps and variants)                                 <=  95 s
+#   4. causal_packing --shape smollm2-135m, then llama-1b (decoder-only: packed vs padded, LM head
+#      only at label positions vs full logits; shapes built from configs)                     <= 60 + 75 s
 # Each step has its own time limit, so one that hangs or runs out of memory costs only itself; the training
 # runs write their JSON after every round, so a step cut short still leaves its finished rounds.
 # Results: $OUT if set (the device tool's folder), else benchmarks/results/<date>/: train_base.json,
-# rank_base.json, train_large.json, summary.json (the figures README.md records), gpu_check.log.
+# rank_base.json, train_large.json, causal_smollm2-135m.json, causal_llama-1b.json, summary.json (the figures
+# README.md records), gpu_check.log. With --shape tiny the causal step runs causal_packing's tiny shape.
 # Only torch, transformers, peft, accelerate, tokenizers and sentencepiece are needed (no `datasets`).
 #
 #   bash benchmarks/gpu_check.sh                              # on the GPU machine
@@ -40,7 +43,9 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 # --quick: the smallest settings, so that a CPU runs the whole script in well under a minute.
 TRAIN_QUICK=()
 RANK_QUICK=()
+CAUSAL_QUICK=()
 if [ "$QUICK" = 1 ]; then
+  CAUSAL_QUICK=(--batch-size 4 --steps 1 --rounds 1 --max-input-len 48 --max-target-len 12 --row-len 64)
   TRAIN_QUICK=(--batch-size 4 --steps 1 --rounds 1 --max-input-len 64 --max-target-len 16
                --variants a_sdpa,b_eager,c_now_64,c_pack32_512)
   RANK_QUICK=(--n 8 --naive-n 2 --rounds 1 --batch-sizes 4)
@@ -74,6 +79,15 @@ for shape in $SHAPES; do
       "${RANK_QUICK[@]}"
   fi
 done
+CAUSAL_SHAPES="smollm2-135m llama-1b"
+case " $SHAPES " in *" tiny "*) CAUSAL_SHAPES=tiny ;; esac
+for shape in $CAUSAL_SHAPES; do
+  limit=60
+  [ "$shape" = llama-1b ] && limit=75
+  [ "$shape" = tiny ] && limit=120  # a shared CPU: imports and the model build alone can take 20 s
+  step "causal_$shape" "$limit" "$PY" benchmarks/causal_packing.py --shape "$shape" --device "$DEVICE" \
+    --out "$RESULTS/causal_$shape.json" "${CAUSAL_QUICK[@]}"
+done
 if [ "${COMPILE:-0}" = 1 ]; then
   shape=${SHAPES%% *}
   shape=${shape:-base}
@@ -97,7 +111,8 @@ for path in sorted(folder.glob("*.json")):
     keep = ("gpu", "cpu", "device", "date", "torch", "transformers", "peft", "complete", "rounds_done",
             "examples_per_step", "best", "tokens_per_s", "padding_share", "peak_mem_mb", "ratio_c_a",
             "ratio_c_b", "ratio_c_now_a", "ratio_c_now_b", "memory_ratio_a_c", "examples_per_s",
-            "ratio_t2t_naive", "same_predictions")
+            "ratio_t2t_naive", "same_predictions", "shape", "loss_rel_diff",
+            "ratio_packed_padded", "memory_ratio_padded_packed", "ratio_full_head_step_time")
     summary[path.stem] = {k: r[k] for k in keep if k in r}
     if "variants" in r:
         summary[path.stem]["variants"] = {n: v.get("tokens_per_s") or v.get("error")

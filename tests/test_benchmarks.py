@@ -201,3 +201,16 @@ def test_sni_scale_counts_keep_sni_density() -> None:
     assert sni_scale.default_instances(2000) == 6_188_000  # 5M instances over 1,616 tasks
     counts = sni_scale.instance_counts(2000, 6_188_000, np.random.default_rng(0))
     assert counts.sum() == 6_188_000 and counts.max() <= sni_scale.MAX_PER_TASK and counts.min() >= 30
+
+
+def test_causal_packing_runs_without_datasets() -> None:
+    """Decoder-only packed vs padded vs full-logits: every variant runs, the losses agree, no `datasets`."""
+    code = NO_DATASETS + (
+        "from benchmarks.causal_packing import main; main(['--batch-size', '4', '--steps', '1', '--rounds', '1', "
+        "'--max-input-len', '32', '--max-target-len', '8', '--row-len', '48'])"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = last_json(proc.stdout)
+    assert set(out["variants"]) == {"padded", "packed", "packed_full"}
+    assert out["loss_rel_diff"] < 1e-5 and out["ratio_packed_padded"] > 0 and out["ratio_full_head_step_time"] > 0

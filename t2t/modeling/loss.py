@@ -45,7 +45,7 @@ from t2t.modeling.architecture import wrapper_chain
 from t2t.modeling.family import model_family
 
 __all__ = ["PACKABLE_MODEL_TYPES", "CausalLoss", "Seq2SeqLoss", "causal_loss_sum", "loss_for_model",
-           "segment_mask", "segment_positions", "seq2seq_loss_sum"]
+           "packed_causal_mask", "segment_mask", "segment_positions", "seq2seq_loss_sum"]
 
 IGNORE_INDEX = -100
 # Relative position bias (translation invariant) and a forward that takes encoder_outputs + 4-D masks.
@@ -81,10 +81,11 @@ def seq2seq_loss_sum(model: torch.nn.Module,
 
 
 def segment_mask(query_segments: torch.Tensor, key_segments: torch.Tensor, causal: bool,
-                 dtype: torch.dtype) -> torch.Tensor:
+                 dtype: torch.dtype, window: int | None = None) -> torch.Tensor:
     """Additive ``[batch, 1, queries, keys]`` mask: 0 where a query may attend, dtype's minimum elsewhere.
 
-    A query attends to keys of its own segment (and, if ``causal``, not later ones). Padding queries
+    A query attends to keys of its own segment (and, if ``causal``, not later ones; with ``window``, only
+    keys less than ``window`` positions back, transformers' sliding-window rule). Padding queries
     (segment 0) attend to every key: their outputs are never used, and a softmax row always has a visible
     key, so all-padding rows stay finite.
     """
@@ -92,6 +93,8 @@ def segment_mask(query_segments: torch.Tensor, key_segments: torch.Tensor, causa
     if causal:
         n_q, n_k = query_segments.shape[1], key_segments.shape[1]
         allowed &= torch.ones(n_q, n_k, dtype=torch.bool, device=allowed.device).tril()
+        if window is not None:
+            allowed &= torch.ones(n_q, n_k, dtype=torch.bool, device=allowed.device).triu(1 - window)
     allowed |= query_segments.eq(0)[:, :, None]
     mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
@@ -168,20 +171,37 @@ def causal_loss_sum(model: torch.nn.Module,
     if "segment_ids" in batch:
         _check_packable(chain)
         dtype = base.get_input_embeddings().weight.dtype
-        segments = batch["segment_ids"]
-        kwargs = {"attention_mask": segment_mask(segments, segments, True, dtype),
+        kwargs = {"attention_mask": packed_causal_mask(base.config, batch["segment_ids"], dtype),
                   "position_ids": batch["position_ids"]}
     else:
         kwargs = {"attention_mask": batch["attention_mask"]}
     if _takes_logits_to_keep(base):
         logits = base(input_ids=batch["input_ids"], use_cache=False, logits_to_keep=keep, **kwargs).logits
-        if logits.dim() != 2 or logits.shape[0] != int(targets.sum()):
+        if logits.dim() != 2:  # a model that slices logits_to_keep itself, without the boolean-mask case
             raise T2TError(f"{type(base).__name__} does not take a boolean logits_to_keep mask (logits of shape "
-                           f"{tuple(logits.shape)}); t2t needs transformers >= 5 for causal LMs")
+                           f"{tuple(logits.shape)}); t2t needs transformers >= 5.25 for causal LMs")
     else:
         logits = base(input_ids=batch["input_ids"], use_cache=False, **kwargs).logits[keep]
     target_ids = labels[:, 1:][targets].to(logits.device)
     return F.cross_entropy(logits.float(), target_ids, reduction="sum"), targets.sum()
+
+
+def packed_causal_mask(config, segments: torch.Tensor,
+                       dtype: torch.dtype) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The block-diagonal causal mask of packed rows, with the model's sliding window where it has one.
+
+    transformers uses a 4-D mask as given, so a sliding window (Mistral; Gemma 2/3 and Qwen's sliding
+    layers) must be in it. Models that mix full and sliding layers take a mask per layer type.
+    """
+    full = segment_mask(segments, segments, True, dtype)
+    window = getattr(config, "sliding_window", None)
+    types = set(getattr(config, "layer_types", None) or ())
+    if not window or window >= segments.shape[1] or types == {"full_attention"}:
+        return full  # no key of a row is as far back as the window
+    sliding = segment_mask(segments, segments, True, dtype, window=window)
+    if "full_attention" in types:
+        return {"full_attention": full, "sliding_attention": sliding}
+    return sliding
 
 
 def _takes_logits_to_keep(model: torch.nn.Module) -> bool:

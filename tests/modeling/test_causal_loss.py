@@ -188,3 +188,30 @@ def test_loss_wrapper_follows_the_family(tok) -> None:
     assert isinstance(loss_for_model(make_llama(len(tok))), CausalLoss)
     t5 = T5ForConditionalGeneration(T5Config(d_model=16, d_ff=32, d_kv=4, num_heads=2, num_layers=1, vocab_size=32))
     assert isinstance(loss_for_model(t5), Seq2SeqLoss)
+
+
+@pytest.mark.parametrize("arch", ["gemma2", "mistral"])
+def test_sliding_window_models_pack_exactly(tok, arch: str) -> None:
+    """A window shorter than the examples: Gemma 2 mixes sliding and full layers (a mask per layer type),
+    Mistral slides in every layer. Packed = padded, loss and gradients."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM, MistralConfig, MistralForCausalLM
+
+    dims = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=8, sliding_window=3, attn_implementation="eager")
+    torch.manual_seed(0)
+    model = (Gemma2ForCausalLM(Gemma2Config(**dims)) if arch == "gemma2" else
+             MistralForCausalLM(MistralConfig(**dims))).eval()
+    exs = examples(tok)
+    results = []
+    for batch in (collate_causal_padded(exs, 0), collate_causal_packed(rows(exs), 0)):
+        model.zero_grad()
+        loss, _ = causal_loss_sum(model, batch)
+        loss.backward()
+        results.append((loss.detach(), grads(model)))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-5)
+    for name, g in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], g, rtol=1e-4, atol=1e-6, msg=name)
+    model.config.sliding_window = 512  # the window matters here: wider, the loss differs
+    with torch.no_grad():
+        unwindowed, _ = causal_loss_sum(model, collate_causal_padded(exs, 0))
+    assert abs(float(unwindowed - results[0][0])) > 1e-4
