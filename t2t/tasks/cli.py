@@ -21,16 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from t2t.errors import T2TError, run_cli
-from t2t.tasks import catalog
+from t2t.tasks import catalog, sources
 from t2t.tasks.importers import lm_eval, sni
 from t2t.tasks.importers.promptsource import import_collection
 from t2t.tasks.registry import TaskRegistry, task_dirs
 from t2t.tasks.runtime import TEXT_VAR_LENGTH
-from t2t.tasks.sources import load_rows
 from t2t.tasks.task import Task, warn
 
-# ``datasets`` (and t2t.tasks.sources, which imports it) takes seconds to import: it is imported where rows
-# are loaded, so that ``import`` and ``--help`` do without it.
+# ``datasets`` takes seconds to import: t2t.tasks.sources imports it only when a split goes through it, and
+# this module only to quiet it, so that the importers and ``--help`` do without it (tests/test_imports.py).
 
 
 def quiet_datasets() -> None:
@@ -76,7 +75,7 @@ def preview_rows(task: Task, split: str, n: int) -> tuple[list[dict[str, Any]], 
     if split == "example":
         return task.example_rows[:n], "example"
     try:
-        ds = load_rows(task, split)
+        ds = sources.load_rows(task, split)  # looked up here: tests replace it
     except T2TError as exc:
         # Only a hub dataset that cannot be reached (offline) falls back; broken local data is an error.
         if not task.example_rows or "hf" not in task.source:
@@ -98,7 +97,7 @@ def check_tasks(registry: TaskRegistry, generated_rows: int = 3) -> tuple[int, i
         if "generator" in task.source:
             try:
                 for split in task.splits:
-                    ds = load_rows(task, split)
+                    ds = sources.load_rows(task, split)  # looked up here: tests replace it
                     rows += [ds[i] for i in range(min(generated_rows, len(ds)))]
             except T2TError as exc:
                 problems.append(str(exc))
