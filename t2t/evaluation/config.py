@@ -15,7 +15,7 @@ from typing import Any
 
 from t2t import config as configs
 from t2t.errors import T2TError
-from t2t.modeling.config import DEFAULT_MODEL
+from t2t.modeling.config import DEFAULT_MODEL, ModelConfig
 from t2t.tasks.task import SPLITS
 
 COMMAND = "t2t.evaluate"
@@ -24,17 +24,24 @@ CHOICE_SCORING = ("t2t", "lm-eval")  # t2t.evaluation.scoring.CONVENTIONS (that 
 
 
 @dataclass(frozen=True)
-class EvalModelConfig:
+class EvalModelConfig(ModelConfig):
+    """The model options every command shares (:class:`~t2t.modeling.config.ModelConfig`) with evaluate's
+    defaults (the adapter run's base model and revision, fp32 weights), and the adapters to score."""
+
     model: str | None = field(default=None, metadata={
         "help": f"base model: hub name, folder or {DEFAULT_MODEL}", "metavar": "MODEL",
         "shown": f"the adapter run's base model, else {DEFAULT_MODEL}"})
+    precision: str = field(default="fp32", metadata={"help": "fp32 or bf16 weights (never fp16 for T5)",
+                                                      "metavar": "{fp32,bf16}"})
+    revision: str | None = field(default=None, metadata={
+        "help": "hub revision of the base model; another revision than the adapter run's is refused unless "
+                "--allow-revision-mismatch", "metavar": "REV", "shown": "the adapter run's revision"})
     adapter: tuple[str, ...] = field(default=(), metadata={
         "help": "peft adapter folder (repeatable); LABEL defaults to the (run) folder name",
         "metavar": "[LABEL=]DIR", "shown": "none"})
-    precision: str = field(default="fp32", metadata={"help": "fp32 or bf16 (never fp16 for T5)",
-                                                      "metavar": "{fp32,bf16}"})
-    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:N",
-                                                   "metavar": "DEVICE"})
+    allow_revision_mismatch: bool = field(default=False, metadata={
+        "help": "score adapters on another revision of their base than they were trained on",
+        "metavar": "[BOOL]"})
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,8 @@ class EvaluateConfig:
                            "add that or drop --target-delimiter")
         if m.precision not in PRECISIONS:
             raise T2TError(f"--precision {m.precision}: use fp32 or bf16 (fp16 breaks T5)")
+        if m.attn_implementation not in ("eager", "sdpa", "flex_attention"):
+            raise T2TError(f"--attn-implementation {m.attn_implementation}: use eager, sdpa or flex_attention")
         if t.split not in SPLITS:
             raise T2TError(f"--split {t.split}: use {', '.join(SPLITS[1:])} or {SPLITS[0]}")
         if (t.tasks or t.clusters) and (t.mixture or t.heldout):

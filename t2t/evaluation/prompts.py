@@ -14,6 +14,7 @@ from typing import Any
 
 from t2t.errors import T2TError
 from t2t.seeds import stable_seed
+from t2t.tasks import sources
 from t2t.tasks.fewshot import few_shot_input
 from t2t.tasks.task import Example, Task, warn
 
@@ -47,13 +48,11 @@ class Exemplars:
     """
 
     def __init__(self, task: Task, seed: int, rows: Sequence[Mapping[str, Any]] | None = None) -> None:
-        from t2t.tasks.sources import load_rows  # imports datasets (seconds): only when rows are read
-
         if rows is None:
             if "train" not in task.splits:
                 raise T2TError(f"--num-shots: task '{task.name}' has no train split to draw exemplars from "
                                f"(splits: {', '.join(task.splits)}); use --num-shots 0 for it")
-            rows = load_rows(task, "train").to_list()
+            rows = sources.load_rows(task, "train").to_list()
         self.task, self.seed, self.rows = task, seed, list(rows)
         self._cache: dict[tuple[str, int], Example | None] = {}
 

@@ -10,9 +10,7 @@ The command line, task selection and output folder rules: :mod:`t2t.evaluate`.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from t2t import config as configs
-from t2t.atomic import fsync_dir
+from t2t.atomic import write_files
 from t2t.errors import T2TError
 from t2t.evaluation.config import EvaluateConfig
 from t2t.evaluation.prompts import Exemplars, Prompt, build_prompts, pick_split
@@ -214,6 +212,8 @@ class Base:
     batch_size: int
     precision: str
     tokenizer: Any
+    revision: str | None = None
+    attn_implementation: str = "eager"
 
     def load_model(self) -> Any:
         import torch
@@ -221,7 +221,7 @@ class Base:
         from t2t.modeling.loading import load_model
 
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        return load_model(self.path, dtype=dtype).to(self.device)
+        return load_model(self.path, self.attn_implementation, self.revision, dtype=dtype).to(self.device)
 
 
 @dataclass
@@ -242,7 +242,9 @@ def load_base(config: EvaluateConfig, model_name: str) -> Base:
     device = _device(config.model.device)
     batch_size = config.scoring.batch_size or (32 if device.startswith("cuda") else 8)
     path = str(resolve_model(model_name, config.tasks.task_dir))
-    return Base(model_name, path, device, batch_size, config.model.precision, load_tokenizer(path))
+    m = config.model
+    return Base(model_name, path, device, batch_size, m.precision, load_tokenizer(path, m.revision), m.revision,
+                m.attn_implementation)
 
 
 def plan_tasks(config: EvaluateConfig, tasks: Sequence[Task], tokenizer: Any) -> list[TaskPlan]:
@@ -364,26 +366,15 @@ def write_outputs(result: EvalResult, out: Path) -> dict[str, Path]:
     paths = {"markdown": out / "report.md", "json": out / "results.json", "png": out / "report.png"}
     texts = {"markdown": result.markdown(), "json": json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n"}
     if result.config is not None:
-        import yaml
-
         paths["config"] = out / "config.yaml"
-        texts["config"] = yaml.safe_dump(configs.to_dict(result.config), sort_keys=False)
-    staged = {key: path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}") for key, path in paths.items()}
+        texts["config"] = configs.dump(result.config)  # what --config accepts back
+    writers = {paths[key]: (lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
+               for key, text in texts.items()}
+    # matplotlib writes to a path (its suffix names the format)
+    writers[paths["png"]] = lambda tmp: plot_bars(result.report, tmp)
     try:
-        plot_bars(result.report, staged["png"])  # matplotlib writes to a path (its suffix names the format)
-        for key, text in texts.items():
-            with open(staged[key], "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-        for key, path in paths.items():
-            os.replace(staged[key], path)
-        fsync_dir(out)
+        write_files(writers)
     except OSError as exc:
         raise T2TError(f"--output-dir {out}: cannot write the report ({exc.strerror or exc}); earlier results "
                        "there are unchanged; free space or choose another --output-dir") from None
-    finally:
-        for tmp in staged.values():
-            with contextlib.suppress(OSError):
-                tmp.unlink()
     return paths

@@ -44,6 +44,7 @@ from typing import Any, NamedTuple
 
 from t2t.errors import T2TError
 from t2t.mixtures.spec import STRATEGIES, TRAIN_SPLIT, MixtureRegistry, MixtureSpec, Selection, TemplatePolicy
+from t2t.tasks import sources
 from t2t.tasks.registry import TaskRegistry, suggest
 from t2t.tasks.task import Task
 
@@ -246,12 +247,8 @@ class _Resolver:
                 n = declared[task.name]
                 n = min(n, task.limit.get(TRAIN_SPLIT, n))
             else:
-                # Imported here: t2t.tasks.sources imports datasets (seconds), which importing the mixtures
-                # must not cost. Looked up at each call, so a test can replace sources.num_rows.
-                from t2t.tasks.sources import num_rows
-
-                try:
-                    n = num_rows(task, TRAIN_SPLIT)
+                try:  # sources.num_rows looked up at each call: tests and benchmarks replace it
+                    n = sources.num_rows(task, TRAIN_SPLIT)
                 except T2TError as exc:  # name the mixture that needed the task as well as the task
                     raise T2TError(f"{spec.where}: {exc}") from None
             if spec.train_limit is not None:

@@ -51,6 +51,7 @@ from t2t.errors import T2TError
 from t2t.mixtures.resolve import Mixture, load_mixture
 from t2t.mixtures.spec import STOP_POLICIES, TRAIN_SPLIT
 from t2t.seeds import stable_seed
+from t2t.tasks import sources
 from t2t.tasks.fewshot import FEW_SHOT_SEP, FEW_SHOT_XY, few_shot_input
 from t2t.tasks.registry import suggest
 from t2t.tasks.task import Example
@@ -257,18 +258,15 @@ class ExampleStream(IterableDataset):
     # -- rendering --------------------------------------------------------------------------------
     def _task_rows(self, t: int) -> Sequence[dict[str, Any]]:
         if t not in self._rows:
-            # Imported here: t2t.tasks.sources is light, but load_rows imports datasets (seconds).
-            from t2t.tasks.sources import lazy_rows, load_rows
-
             entry = self.mixture.entries[t]
             task = entry.task
             # Local JSON Lines rows are read when drawn (an offset a row in memory): a mixture over
             # thousands of task files starts at once and never holds every row (benchmarks/sni_scale.py).
             rows: Sequence[dict[str, Any]] | None = None
             if self.lazy:
-                rows = lazy_rows(task, TRAIN_SPLIT, entry.limit)
+                rows = sources.lazy_rows(task, TRAIN_SPLIT, entry.limit)
             if rows is None:
-                ds = load_rows(task, TRAIN_SPLIT)
+                ds = sources.load_rows(task, TRAIN_SPLIT)
                 if entry.limit is not None and len(ds) > entry.limit:  # the mixture's train_limit (FLAN's 30k)
                     ds = ds.select(range(entry.limit))
                 rows = ds.to_list()

@@ -17,6 +17,7 @@ import json
 import struct
 from pathlib import Path
 
+from t2t.atomic import write_json
 from t2t.errors import T2TError
 
 CHECKSUMS = "t2t_checksums.json"
@@ -41,8 +42,6 @@ def file_checksums(folder: Path, names: list[str] | None = None) -> dict[str, st
 
 def record_checksums(folder: Path) -> Path:
     """Write ``t2t_checksums.json`` in ``folder`` (a staged folder, before it is renamed into place)."""
-    from t2t.atomic import write_json
-
     return write_json(folder / CHECKSUMS, {"sha256": file_checksums(folder)})
 
 

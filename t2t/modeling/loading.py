@@ -32,19 +32,18 @@ from t2t.modeling.gguf_bases import GGUF_BASES, ensure_gguf_base
 from t2t.modeling.integrity import check_safetensors, recorded_checksums, verify_checksums
 from t2t.modeling.pretrained import MINILM_ED, ensure_minilm_ed, warmup_texts
 from t2t.modeling.tiny import ensure_tiny_model
+from t2t.tasks import sources
 from t2t.tasks.registry import TaskRegistry
 from t2t.tasks.registry import task_dirs as searched_dirs
 
 
 def offline_corpus(task_dirs: Sequence[str] = ()) -> Iterator[str]:
     """Text of the offline suite (every generator task, train split, every template) for the tokenizer."""
-    from t2t.tasks.sources import load_rows  # pulls in datasets: only when the corpus is built
-
     registry = TaskRegistry.load(task_dirs)
     for task in registry:
         if "generator" not in task.source or "train" not in task.splits:
             continue
-        rows = load_rows(task, "train")
+        rows = sources.load_rows(task, "train")
         for i in range(min(len(rows), 400)):
             row = rows[i]
             for name in task.template_names:

@@ -42,7 +42,9 @@ from typing import Any
 
 from t2t import atomic
 from t2t.errors import T2TError
+from t2t.mixtures.resolve import load_mixture
 from t2t.modeling.cache import build_into, cached_model
+from t2t.tasks import sources
 
 __all__ = ["MINILM_ED", "PINNED_SHA256", "EDShape", "build_minilm_ed", "ensure_minilm_ed", "package_dir",
            "verify_package", "warmup_texts"]
@@ -117,9 +119,6 @@ def verify_package(folder: Path | None = None) -> Path:
 def warmup_texts(task_dirs: Sequence[str] = (), shape: EDShape | None = None) -> list[str]:
     """The warm-up inputs: the mixture's training tasks (never its held-out ones), ``warmup_rows`` train rows
     each, rendered under each of the mixture's templates for that task, in task and row order."""
-    from t2t.mixtures.resolve import load_mixture
-    from t2t.tasks.sources import load_rows  # pulls in datasets: only when the text is built
-
     dims = shape or EDShape()
     mixture = load_mixture(dims.mixture, task_dirs=task_dirs)
     heldout = {t.name for t in mixture.heldout}
@@ -127,7 +126,7 @@ def warmup_texts(task_dirs: Sequence[str] = (), shape: EDShape | None = None) ->
     for entry in sorted(mixture.entries, key=lambda e: e.name):
         if entry.name in heldout or "train" not in entry.task.splits:
             continue
-        rows = load_rows(entry.task, "train")
+        rows = sources.load_rows(entry.task, "train")
         for i in range(min(len(rows), dims.warmup_rows)):
             for name in entry.templates:
                 ex = entry.task.render(rows[i], i, name)

@@ -1,7 +1,9 @@
 """The config of ``python -m t2t.finetune``: model, tuning, data and training sections.
 
 Built by :mod:`t2t.training.config` (defaults < ``--config`` YAML < flags); checked as a whole in
-:meth:`FinetuneConfig.validate` before anything is written; saved as ``config.json`` in the run folder.
+:meth:`FinetuneConfig.validate` before anything is written; saved as ``config.yaml`` in the run folder
+(``--config`` it to run the same training again), and as ``config.json`` with what the run resolved (the
+model's folder and family), which evaluation reads.
 """
 
 from __future__ import annotations
@@ -70,6 +72,11 @@ class FinetuneConfig:
              "precision must be auto, bf16 or fp32 (fp16 breaks T5)"),
             (self.model.attn_implementation in ("eager", "sdpa", "flex_attention"),
              "attn_implementation must be eager, sdpa or flex_attention"),
+            (bool(self.model.model), "model must name a base model (a hub name, a folder or t2t-tiny)"),
+            (self.model.device in ("auto", "cpu", "cuda"),
+             "device must be auto, cpu or cuda (choose GPUs with CUDA_VISIBLE_DEVICES or accelerate launch)"),
+            (not (self.model.device == "cpu" and self.model.precision == "bf16"),
+             "precision bf16 is bf16 autocast on a GPU: with device cpu use auto or fp32"),
             (t.schedule in ("linear", "cosine", "constant"), "schedule must be linear, cosine or constant"),
             (t.max_steps > 0, "max_steps must be positive"),
             (t.batch_size > 0 and t.grad_accum > 0, "batch_size and grad_accum must be positive"),
