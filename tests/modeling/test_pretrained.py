@@ -162,7 +162,7 @@ def test_packed_rows_give_the_padded_loss(base: str, attn: str) -> None:
 
 
 def test_rank_classification_matches_the_naive_path_and_generation_stops(base: str) -> None:
-    from t2t.evaluation.scoring import generate, score_choices, score_choices_naive
+    from t2t.evaluation.scoring import generate, generate_ids, score_choices, score_choices_naive
 
     model, tok = _lora(base), loading.load_tokenizer(base)
     inputs = ["Is this review positive? great movie", "Topic of: stocks fell today", "x"]
@@ -173,5 +173,40 @@ def test_rank_classification_matches_the_naive_path_and_generation_stops(base: s
         for f, n in zip(row_f, row_n, strict=True):
             assert f.num_tokens == n.num_tokens and f.logprob == pytest.approx(n.logprob, abs=1e-3)
     assert fast[0][0].num_tokens == 2  # "yes" + [SEP]
-    out = generate(model, tok, inputs, max_new_tokens=4)
-    assert len(out) == 3 and all(isinstance(t, str) for t in out)
+    # Generation stops at EOS or after max_new_tokens, whichever comes first: generate_ids gives exactly the
+    # tokens a plain greedy loop (argmax of the decoder's last logits, one token at a time) makes before
+    # either, and generate their text. Then both stops are forced: EOS never the argmax (every output
+    # runs to the budget) and EOS always the argmax (every output is empty).
+    eos = tok.eos_token_id
+    for budget in (3, 16):
+        ids = generate_ids(model, tok, inputs, max_new_tokens=budget)
+        reference = [greedy(model, tok, text, budget) for text in inputs]
+        assert ids == [tokens for tokens, _ in reference]
+        assert all(len(x) == budget or ended for x, (_, ended) in zip(ids, reference, strict=True))
+        assert all(len(x) <= budget and eos not in x for x in ids)
+        assert generate(model, tok, inputs, max_new_tokens=budget) == [
+            t.strip() for t in tok.batch_decode(ids, skip_special_tokens=True)]
+    bias = model.base_model.model.decoder.cls.predictions.decoder.bias
+    with torch.no_grad():
+        bias[eos] -= 1e4
+    assert [len(x) for x in generate_ids(model, tok, inputs, max_new_tokens=16)] == [16, 16, 16]
+    with torch.no_grad():
+        bias[eos] += 2e4
+    assert [greedy(model, tok, text, 16) for text in inputs] == [([], True)] * 3
+    assert generate_ids(model, tok, inputs, max_new_tokens=16) == [[], [], []]
+    assert generate(model, tok, inputs, max_new_tokens=16) == ["", "", ""]
+
+
+def greedy(model: torch.nn.Module, tok, text: str, max_new_tokens: int) -> tuple[list[int], bool]:
+    """Greedy decoding written out: the tokens before EOS (at most ``max_new_tokens``), and whether EOS came."""
+    enc = tok(text, return_tensors="pt")
+    out = [model.config.decoder_start_token_id]
+    with torch.no_grad():
+        while len(out) <= max_new_tokens:
+            logits = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
+                           decoder_input_ids=torch.tensor([out])).logits
+            token = int(logits[0, -1].argmax())
+            if token == tok.eos_token_id:
+                return out[1:], True
+            out.append(token)
+    return out[1:], False
