@@ -14,6 +14,7 @@ from t2t.errors import T2TError, run_cli
 from t2t.tasks import cli
 from t2t.tasks.importers import lm_eval
 from t2t.tasks.registry import TaskRegistry
+from tests.conftest import require
 
 LIMIT = 8
 
@@ -80,7 +81,7 @@ def test_choice_scoring_lm_eval_reproduces_lm_eval_on_an_exported_task(exported,
     """The issue's parity check: lm-eval 0.4 (HFLM, backend seq2seq) on the exported YAML and t2t.evaluate
     --choice-scoring lm-eval on the same task give the same log-likelihood for every choice; t2t's default
     (choice + EOS, no delimiter) gives other numbers. results.json records which convention was used."""
-    pytest.importorskip("lm_eval")
+    require("lm_eval")
     from t2t.evaluation.config import build_config
     from t2t.evaluation.runner import evaluate, write_outputs
     from t2t.modeling.loading import resolve_model
@@ -187,7 +188,7 @@ def _lm_eval_docs(yaml_dir: Path, name: str) -> list[tuple[str, list[str], objec
 
 
 def test_import_arc_renders_as_lm_eval_does(arc_dir):
-    pytest.importorskip("lm_eval")
+    require("lm_eval")
     (done,) = lm_eval.import_tasks([arc_dir / "arc.yaml"], arc_dir / "out", "qa")
     assert done.name == "arc_local" and any("num_fewshot" in n for n in done.notes)
     task = TaskRegistry.load(include_builtin=False, paths=[done.path]).get("arc_local")
