@@ -90,6 +90,19 @@ def test_every_module_sits_in_a_layer_of_the_contract() -> None:
     assert modules == layered, (modules - layered, layered - modules)
 
 
+def test_every_tasks_module_sits_in_a_layer_of_the_tasks_contract() -> None:
+    """Inside t2t.tasks too: a module outside the layers could import an importer from the task core."""
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    contract = next(c for c in contracts if c.get("containers") == ["t2t.tasks"])
+    names = [name.strip() for layer in contract["layers"] for name in layer.split("|")]
+    required = {n for n in names if not n.startswith("(")}  # "(name)": a layer that may be absent
+    package = REPO / "t2t" / "tasks"
+    modules = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+    modules |= {p.name for p in package.iterdir() if (p / "__init__.py").is_file()}
+    assert modules <= {n.strip("()") for n in names}, modules - {n.strip("()") for n in names}
+    assert required <= modules, required - modules
+
+
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "--no-cache"], capture_output=True,
                           text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
@@ -97,7 +110,7 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
 
 def test_the_layers_contract_holds_and_catches_an_upward_import(tmp_path: Path) -> None:
     done = lint_imports(REPO)
-    assert done.returncode == 0 and "1 kept, 0 broken" in done.stdout, done.stdout[-3000:]
+    assert done.returncode == 0 and "2 kept, 0 broken" in done.stdout, done.stdout[-3000:]
     # the same tree with one upward import (a task module reaching into training) is refused
     shutil.copytree(REPO / "t2t", tmp_path / "t2t", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
@@ -105,3 +118,9 @@ def test_the_layers_contract_holds_and_catches_an_upward_import(tmp_path: Path) 
     task.write_text(task.read_text() + "\nimport t2t.training.recipe  # noqa: E402\n")
     done = lint_imports(tmp_path)
     assert done.returncode != 0 and "t2t.tasks is not allowed to import t2t.training" in done.stdout, done.stdout
+    # inside t2t.tasks: the task core reaching up into an importer is refused as well
+    task.write_text(task.read_text().replace("\nimport t2t.training.recipe  # noqa: E402\n",
+                                             "\nimport t2t.tasks.importers.promptsource  # noqa: E402\n"))
+    done = lint_imports(tmp_path)
+    assert done.returncode != 0 and "1 kept, 1 broken" in done.stdout, done.stdout[-3000:]
+    assert "t2t.tasks.task is not allowed to import t2t.tasks.importers" in done.stdout, done.stdout[-3000:]
