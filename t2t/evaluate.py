@@ -153,6 +153,11 @@ def resolve_from_runs(cfg: EvaluateConfig, runs: Sequence[AdapterRun]) -> Evalua
     if not cfg.tasks.task_dir:  # an adapter run trained on extra task folders names them in its config
         data = ((runs[0].config or {}).get("data") or {}) if runs else {}
         values["task_dir"] = list(data.get("task_dir") or ())
+    # a causal adapter is scored with the prompt format it was trained on, unless the options say otherwise
+    trained = ((runs[0].config or {}).get("data") or {}) if runs else {}
+    for key in ("chat_template", "target_delimiter"):
+        if getattr(cfg.scoring, key) is None and trained.get(key) is not None:
+            values[key] = trained[key]
     if cfg.output.output_dir is None:
         values["output_dir"] = str(default_output_dir(runs))
     return configs.override(cfg, values, "options", COMMAND) if values else cfg

@@ -89,9 +89,14 @@ class ScoringConfig:
         "help": "what a choice's score covers: t2t (its tokens + EOS, as T5 is trained) or lm-eval "
                 "(target_delimiter + its tokens, no EOS, as lm-evaluation-harness 0.4 scores seq2seq models)",
         "metavar": "{t2t,lm-eval}"})
-    target_delimiter: str = field(default=" ", metadata={
-        "help": "text between input and choice under --choice-scoring lm-eval (lm-eval's target_delimiter)",
-        "metavar": "TEXT", "shown": "' ', lm-eval's default"})
+    target_delimiter: str | None = field(default=None, metadata={
+        "help": "text between input and choice: lm-eval's target_delimiter under --choice-scoring lm-eval; for a "
+                "causal model also the delimiter its training put before the target (t2t scoring, generation)",
+        "metavar": "TEXT", "shown": "the adapter run's, else ' ', lm-eval's default"})
+    chat_template: bool | None = field(default=None, metadata={
+        "help": "causal models: render each input through the tokenizer's chat template (user turn) and score or "
+                "generate the assistant turn, as --chat-template trained it", "metavar": "BOOL",
+        "shown": "the adapter run's, else off"})
 
 
 @dataclass(frozen=True)
@@ -129,9 +134,8 @@ class EvaluateConfig:
         if s.choice_scoring not in CHOICE_SCORING:
             raise T2TError(f"--choice-scoring {s.choice_scoring}: use t2t (choice + EOS, the default) or lm-eval "
                            "(target_delimiter + choice, no EOS)")
-        if s.target_delimiter != " " and s.choice_scoring != "lm-eval":
-            raise T2TError(f"--target-delimiter {s.target_delimiter!r} is used only with --choice-scoring lm-eval; "
-                           "add that or drop --target-delimiter")
+        # --target-delimiter and --chat-template on a seq2seq model: checked once the model's family is known
+        # (t2t.evaluation.runner.load_base)
         if m.precision not in PRECISIONS:
             raise T2TError(f"--precision {m.precision}: use fp32 or bf16 (fp16 breaks T5)")
         if m.attn_implementation not in ("eager", "sdpa", "flex_attention"):

@@ -19,13 +19,21 @@ from typing import Any
 
 from t2t import config as configs
 from t2t.atomic import write_files
+from t2t.data.chat import chat_prompt
 from t2t.errors import T2TError
+from t2t.evaluation import metrics
+from t2t.evaluation.adapter_runs import read_adapter
 from t2t.evaluation.config import EvaluateConfig
 from t2t.evaluation.prompts import Exemplars, Prompt, build_prompts, pick_split
 from t2t.evaluation.report import Report, Score, plot_bars, render_markdown, summarize, to_dict
 from t2t.evaluation.significance import ExampleScores, paired_bootstrap
+from t2t.evaluation.significance import render_markdown as bootstrap_markdown
 from t2t.modeling.config import DEFAULT_MODEL
+from t2t.modeling.family import model_family
+from t2t.tasks import sources
+from t2t.tasks.fewshot import FEW_SHOT_SEP, FEW_SHOT_XY
 from t2t.tasks.task import Task, warn
+from t2t.versions import library_versions
 
 GEN_MARGIN = 8  # extra new tokens beyond the longest reference
 GEN_FALLBACK = 32
@@ -65,12 +73,14 @@ def _score_plan(model, tokenizer, plan: TaskPlan, label: str, opts: dict[str, An
                 samples: list[dict] | None, examples: list[ExampleScores]) -> list[Score]:
     """Score one model on one task's prompts: per-template :class:`Score` records (returned) and the
     per-example scores behind them (appended to ``examples``, for the paired bootstrap)."""
-    from t2t.evaluation import metrics, scoring
+    from t2t.evaluation import scoring  # torch, transformers (seconds): only once a model is scored
 
     flat = [(t, p.example) for t, ps in plan.prompts.items() for p in ps]
     inputs = [ex.input for _, ex in flat]
     common = {k: opts[k] for k in ("batch_size", "max_input_len", "device")}
     per_example: list[dict[str, Any]]
+    if opts["family"] == "causal":
+        common["chat_template"] = opts["chat_template"]
     if plan.kind == "choices":
         scores = scoring.score_choices(model, tokenizer, inputs, [ex.choices for _, ex in flat], **common,
                                        convention=opts["choice_scoring"], target_delimiter=opts["target_delimiter"])
@@ -78,7 +88,8 @@ def _score_plan(model, tokenizer, plan: TaskPlan, label: str, opts: dict[str, An
         per_example = [{"choices": list(ex.choices), "logprobs": [s.logprob for s in row],
                         "prediction": ex.choices[a], "prediction_norm": ex.choices[b],
                         "acc": float(a == ex.choices.index(ex.target)),
-                        "acc_norm": float(b == ex.choices.index(ex.target))}
+                        "acc_norm": float(b == ex.choices.index(ex.target)),
+                        **({"is_greedy": [s.is_greedy for s in row]} if row[0].is_greedy is not None else {})}
                        for (_, ex), row, a, b in zip(flat, scores, by_sum, by_char, strict=True)]
     else:
         texts = scoring.generate(model, tokenizer, inputs, plan.max_new_tokens, opts["num_beams"], **common)
@@ -111,8 +122,10 @@ def _score_plan(model, tokenizer, plan: TaskPlan, label: str, opts: dict[str, An
             examples.append(kept)
         if samples is not None:
             for p, ex, e in zip(prompts, exs, part, strict=True):
+                # "input" is the context that was scored: with --chat-template, the chat prompt
+                scored_input = chat_prompt(tokenizer, ex.input) if opts["chat_template"] else ex.input
                 samples.append({"model": label, "task": ex.task, "template": template, "index": ex.index,
-                                "shots": list(p.shots), "input": ex.input, "target": ex.target,
+                                "shots": list(p.shots), "input": scored_input, "target": ex.target,
                                 "references": list(ex.references), **e})
     return out
 
@@ -134,8 +147,6 @@ class EvalResult:
     config: EvaluateConfig | None = None  # the resolved config, saved as config.yaml beside the report
 
     def to_dict(self) -> dict[str, Any]:
-        from t2t.versions import library_versions
-
         data = to_dict(self.report)
         data.update({"config": {**self.settings, "models": self.models, "tasks": self.tasks},
                      "versions": library_versions(), "notes": self.notes})
@@ -153,11 +164,12 @@ class EvalResult:
         if scoring.get("convention") == "lm-eval":  # t2t's default is the unmarked case
             head += (f"Choices scored as lm-eval does: target_delimiter {scoring['target_delimiter']!r} + choice, "
                      "no EOS.\n\n")
+        if scoring.get("family") == "causal":
+            head += (f"Causal model: target_delimiter {scoring['target_delimiter']!r}, chat template "
+                     f"{'on' if scoring['chat_template'] else 'off'}.\n\n")
         notes = "".join(f"\n- note: {n}" for n in self.notes)
         body = head + render_markdown(self.report) + (notes + "\n" if notes else "")
         if self.bootstrap is not None:
-            from t2t.evaluation.significance import render_markdown as bootstrap_markdown
-
             body += "\n" + bootstrap_markdown(self.bootstrap)
         return body
 
@@ -187,8 +199,6 @@ def evaluate(config: EvaluateConfig, tasks: Sequence[Task], adapters: Mapping[st
     """
     config.validate()  # a config built by t2t.config is checked already; one made by hand is checked here
     if adapters is None:
-        from t2t.evaluation.adapter_runs import read_adapter
-
         adapters = {run.label: run.path for run in map(read_adapter, config.model.adapter)}
     if not tasks:
         raise T2TError("no task to evaluate; pick some with --tasks, --clusters or --mixture")
@@ -218,10 +228,26 @@ class Base:
     def load_model(self) -> Any:
         import torch
 
-        from t2t.modeling.loading import load_model
+        from t2t.modeling.loading import load_model  # torch, transformers: only once a model is loaded
 
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         return load_model(self.path, self.attn_implementation, self.revision, dtype=dtype).to(self.device)
+
+
+def resolve_scoring(config: EvaluateConfig, family: str) -> dict[str, Any]:
+    """The scoring options the model's family gives meaning to, defaults filled in: ``choice_scoring``,
+    ``target_delimiter`` (``" "``, lm-eval's default) and ``chat_template`` (off)."""
+    s = config.scoring
+    delimiter = " " if s.target_delimiter is None else s.target_delimiter
+    if family == "seq2seq":
+        if s.chat_template:
+            raise T2TError(f"--chat-template is for causal (decoder-only) models; {config.model.model} is "
+                           "encoder-decoder: drop --chat-template")
+        if delimiter != " " and s.choice_scoring != "lm-eval":
+            raise T2TError(f"--target-delimiter {delimiter!r} is used only with --choice-scoring lm-eval on a seq2seq "
+                           "model; add that or drop --target-delimiter")
+    return {"choice_scoring": s.choice_scoring, "target_delimiter": delimiter, "family": family,
+            "chat_template": bool(s.chat_template)}
 
 
 @dataclass
@@ -232,12 +258,13 @@ class Scored:
     scores: list[Score] = field(default_factory=list)
     examples: list[ExampleScores] = field(default_factory=list)
     samples: list[dict] | None = None
+    family: str = "seq2seq"  # t2t.modeling.family, of the loaded base
 
 
 def load_base(config: EvaluateConfig, model_name: str) -> Base:
     """Where ``model_name`` is (t2t-tiny is built on first use), its tokenizer, the device and batch size;
     the weights are read by :meth:`Base.load_model` once the tasks are planned."""
-    from t2t.modeling.loading import load_tokenizer, resolve_model
+    from t2t.modeling.loading import load_tokenizer, resolve_model  # torch, transformers: as above
 
     device = _device(config.model.device)
     batch_size = config.scoring.batch_size or (32 if device.startswith("cuda") else 8)
@@ -249,14 +276,12 @@ def load_base(config: EvaluateConfig, model_name: str) -> Base:
 
 def plan_tasks(config: EvaluateConfig, tasks: Sequence[Task], tokenizer: Any) -> list[TaskPlan]:
     """Each task's prompts (one list per scored template), the same for every model."""
-    from t2t.tasks.sources import load_rows
-
     t, s = config.tasks, config.scoring
     fits = (lambda text: len(tokenizer(text)["input_ids"]) <= s.max_input_len) if s.max_input_len else None
     plans = []
     for task in tasks:
         task_split = pick_split(task, t.split)
-        rows = load_rows(task, task_split)
+        rows = sources.load_rows(task, task_split)
         rows = rows.select(range(min(t.limit, len(rows)))) if t.limit else rows
         rows = rows.to_list()
         exemplars = Exemplars(task, s.seed) if s.num_shots else None
@@ -287,9 +312,11 @@ def score_models(config: EvaluateConfig, base: Base, plans: Sequence[TaskPlan], 
 
     s = config.scoring
     opts = {"batch_size": base.batch_size, "max_input_len": s.max_input_len, "device": base.device,
-            "num_beams": s.num_beams, "choice_scoring": s.choice_scoring, "target_delimiter": s.target_delimiter}
+            "num_beams": s.num_beams}
     scored = Scored({labels[0]: base.name}, samples=[] if s.log_samples else None)
     model = base.load_model()
+    scored.family = model_family(model)
+    opts.update(resolve_scoring(config, scored.family))
     for k, label in enumerate(labels):
         if k > 0:
             model = _switch_adapter(model, adapters[label], f"adapter{k}", k == 1)
@@ -306,9 +333,8 @@ def score_models(config: EvaluateConfig, base: Base, plans: Sequence[TaskPlan], 
 def assemble(config: EvaluateConfig, base: Base, plans: Sequence[TaskPlan], labels: Sequence[str],
              scored: Scored) -> EvalResult:
     """The report (median over templates, cluster means), bootstrap intervals, settings and the config."""
-    from t2t.tasks.fewshot import FEW_SHOT_SEP, FEW_SHOT_XY
-
     t, s = config.tasks, config.scoring
+    r = resolve_scoring(config, scored.family)
     primary = {p.task.name: p.metrics[0] for p in plans}
     report = summarize(scored.scores, clusters={p.task.name: p.task.cluster for p in plans}, models=list(labels),
                        primary=primary)
@@ -319,15 +345,30 @@ def assemble(config: EvaluateConfig, base: Base, plans: Sequence[TaskPlan], labe
                 "max_new_tokens": s.max_new_tokens, "num_beams": s.num_beams, "seed": s.seed,
                 "device": base.device, "precision": config.model.precision,
                 "few_shot_format": {"xy": FEW_SHOT_XY, "separator": FEW_SHOT_SEP}, "bootstrap": s.bootstrap,
-                "choice_scoring": choice_scoring(s.choice_scoring, s.target_delimiter),
+                "choice_scoring": choice_scoring(r["choice_scoring"], r["target_delimiter"], r["family"],
+                                                 r["chat_template"]),
                 "resolved": configs.to_dict(config)}
     return EvalResult(report, scored.models, {p.task.name: p.info() for p in plans}, settings, scored.samples,
                       bootstrap=intervals, config=config)
 
 
-def choice_scoring(convention: str, target_delimiter: str) -> dict[str, Any]:
+def choice_scoring(convention: str, target_delimiter: str, family: str = "seq2seq",
+                   chat_template: bool = False) -> dict[str, Any]:
     """The rank-classification convention as results.json records it: scores under t2t's and lm-eval's
     conventions are not comparable (t2t.evaluation.scoring), so a reader must be able to tell them apart."""
+    if family == "causal":
+        from t2t.evaluation.causal_scoring import DEFAULT_STOP  # imports torch: only for a causal model
+
+        common = {"family": "causal", "chat_template": chat_template, "generation_stop": list(DEFAULT_STOP)}
+        if convention == "lm-eval":
+            return {"convention": "lm-eval", "rule": "lm-eval 0.4 HFLM causal loglikelihood",
+                    "target": "target_delimiter + choice", "eos": False,
+                    "target_delimiter": "" if chat_template else target_delimiter,
+                    "input_truncation": "left, context + choice window of max_input_len", **common}
+        return {"convention": "t2t", "rule": "the training target (t2t.data.causal)",
+                "target": "assistant turn + EOS" if chat_template else "target_delimiter + choice + EOS",
+                "eos": True, "target_delimiter": "" if chat_template else target_delimiter,
+                "input_truncation": "left, BOS kept", **common}
     if convention == "lm-eval":
         return {"convention": "lm-eval", "target": "target_delimiter + choice", "eos": False,
                 "target_delimiter": target_delimiter, "input_truncation": "left"}
@@ -339,7 +380,7 @@ def _switch_adapter(model, adapter_dir: str, name: str, first: bool):
     """Load an adapter onto the (shared) base model and make it the active one."""
     from peft import PeftModel
 
-    from t2t.modeling.loading import add_adapter, load_adapter
+    from t2t.modeling.loading import add_adapter, load_adapter  # torch, transformers: as peft
 
     if first:
         return load_adapter(model, adapter_dir, name)
