@@ -5,10 +5,11 @@ model) goes through here: written under a hidden temporary name in the same fold
 then renamed into place. A kill at any moment leaves the old version or the new one, never half of one.
 
 Files: :func:`write_file` (any writer that takes a path), :func:`write_bytes`, :func:`write_text`,
-:func:`write_json`. Folders: ``with write_dir(out) as tmp:`` fills a hidden sibling folder and swaps it
-in; the steps on their own are :func:`staging_dir` and :func:`publish_dir` (:func:`staging_path` names
-the sibling for processes that share one folder). Leftovers of a kill are hidden names beginning with
-``.`` and the final name: ``.NAME.tmp``, ``.NAME.old``, ``.NAME.tmp-PID``.
+:func:`write_json`; :func:`write_files` for several, renamed into place only once all are whole.
+Folders: ``with write_dir(out) as tmp:`` fills a hidden sibling folder and swaps it in; the steps on
+their own are :func:`staging_dir` and :func:`publish_dir` (:func:`staging_path` names the sibling
+for processes that share one folder). Leftovers of a kill are hidden names beginning with ``.`` and the
+final name: ``.NAME.tmp``, ``.NAME.old``, ``.NAME.tmp-PID``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,26 @@ def write_file(path: str | os.PathLike[str], write: Callable[[Path], object]) ->
             tmp.unlink()
     fsync_dir(path.parent)
     return path
+
+
+def write_files(writes: dict[Path, Callable[[Path], object]]) -> list[Path]:
+    """Several files that belong together (a report and its results): each written by its ``write(tmp)``
+    under a hidden temporary name and flushed; only when every one is whole are they renamed into place.
+    A writer that fails leaves every earlier file as it was."""
+    staged = {path: path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}") for path in writes}
+    try:
+        for path, write in writes.items():
+            write(staged[path])  # the suffix is kept: some writers (matplotlib) pick the format by it
+            fsync_file(staged[path])
+        for path, tmp in staged.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in staged.values():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    for folder in {path.parent for path in writes}:
+        fsync_dir(folder)
+    return list(writes)
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -4,14 +4,27 @@ A command's config is a frozen dataclass whose fields are *sections*, each a fro
 values (``FinetuneConfig`` has ``model``, ``tuning``, ``data``, ``train``). Every field can be set three
 ways, later ones winning: its default, a YAML file (``--config F``, sectioned or flat keys), and a
 command-line flag (``--max-steps 100`` or ``--train.max-steps 100``). Flat names are unique across a
-command's sections; list options are comma-separated and repeatable. Unknown names (keys, and flags
-through :func:`parse_args`) are errors with the nearest known name; values are coerced to the field's type
-or refused; the root class's ``validate()`` then checks values together. The resolved config
-is written next to every output (:func:`to_dict`) and is enough to reproduce it.
+command's sections; list options are comma-separated and repeatable; a yes/no option is given bare
+(``--resume``), with a value (``--resume false``) or negated (``--no-resume``). Unknown names (keys, and
+flags through :func:`parse_args`) are errors with the nearest known name; values are coerced to the
+field's type or refused; the root class's ``validate()`` then checks values together. The resolved config
+is written next to every output (:func:`save`, ``config.yaml``) and ``--config`` reads it back unchanged.
+
+A section may itself be a command's whole config (a *part*): ``python -m t2t.experiment`` holds a
+``finetune`` and an ``evaluate`` part. A part is set by its mapping in YAML (``finetune: {lr: 0.01}``,
+flat or by section), by dotted keys (``finetune.train.lr``), and through the few flat names the root
+offers as its own flags (its ``SHORTCUTS``: ``--max-steps`` sets ``finetune.train.max_steps``). A
+section's default is the root's default for it, so a command can start from another's defaults with a
+few changes (the experiment's finetune part saves no intermediate checkpoints).
+
+How a value finds its field: every key is first resolved to the full path of one field, layer by layer
+(YAML, then flags), so that a later layer replaces exactly the fields it names:
 
     >>> cfg = build(FinetuneConfig, {"max-steps": 5, "train": {"lr": 1e-3}}, origin="options")
     >>> cfg.train.max_steps, cfg.train.lr
     (5, 0.001)
+    >>> paths(FinetuneConfig, {"train": {"lr": 1e-3}, "lora_r": 4})
+    {('train', 'lr'): (0.001, 'train.lr'), ('tuning', 'lora_r'): (4, 'lora_r')}
 """
 
 from __future__ import annotations
@@ -25,14 +38,25 @@ import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import yaml
 
 from t2t import yamlsafe
+from t2t.atomic import write_text
 from t2t.errors import T2TError
 
 C = TypeVar("C")
+FieldPath = tuple[str, ...]  # ("train", "lr"), or ("finetune", "train", "lr") inside a part
+
+
+class Option(NamedTuple):
+    """One flat option name of a command: the section (or part) it belongs to and its field's full path."""
+
+    section: str
+    name: str
+    kind: Any
+    path: FieldPath
 
 
 def sections(root: type) -> dict[str, type]:
@@ -41,19 +65,47 @@ def sections(root: type) -> dict[str, type]:
     return {f.name: hints[f.name] for f in dataclasses.fields(root)}
 
 
-def index(root: type) -> dict[str, tuple[str, str, Any]]:
-    """flat key -> (section, field, type); flat keys are unique across sections."""
-    out: dict[str, tuple[str, str, Any]] = {}
+def is_command_config(cls: Any) -> bool:
+    """A whole command's config: a dataclass whose fields are all dataclasses (its sections)."""
+    if not dataclasses.is_dataclass(cls):
+        return False
+    return all(dataclasses.is_dataclass(kind) for kind in sections(cls).values())
+
+
+def parts(root: type) -> dict[str, type]:
+    """The sections of ``root`` that are whole command configs themselves (the experiment's finetune)."""
+    return {name: cls for name, cls in sections(root).items() if is_command_config(cls)}
+
+
+def index(root: type) -> dict[str, Option]:
+    """flat key -> :class:`Option`; flat keys are unique across sections (and the parts' shortcuts)."""
+    out: dict[str, Option] = {}
+    nested = parts(root)
     for section, cls in sections(root).items():
+        if section in nested:
+            continue
         for name, kind in typing.get_type_hints(cls).items():
             assert name not in out, f"{root.__name__}: option {name} in two sections"
-            out[name] = (section, name, kind)
+            out[name] = Option(section, name, kind, (section, name))
+    for name, part in getattr(root, "SHORTCUTS", {}).items():
+        inner = index(nested[part])[name]
+        assert name not in out, f"{root.__name__}: shortcut {name} is also an option"
+        out[name] = Option(part, name, inner.kind, (part, *inner.path))
     return out
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """The config as plain YAML/JSON values, by section."""
-    return {f.name: _plain(dataclasses.asdict(getattr(config, f.name))) for f in dataclasses.fields(config)}
+    """The config as plain YAML/JSON values, by section (a part: by its own sections)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = to_dict(value) if is_command_config(type(value)) else _plain(dataclasses.asdict(value))
+    return out
+
+
+def dump(config: Any) -> str:
+    """The config as the YAML text that :func:`build` (and ``--config``) reads back to an equal config."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
 def _plain(value: Any) -> Any:
@@ -109,50 +161,97 @@ def coerce(value: Any, kind: Any, where: str) -> Any:
         raise T2TError(f"option '{where}': expected {name}, got {reprlib.repr(value)}") from None
 
 
-
 def flag(name: str) -> str:
     """The command-line spelling of a field: ``max_new_tokens`` -> ``--max-new-tokens``."""
     return "--" + name.replace("_", "-")
 
 
-def _unknown(key: str, origin: str, known: dict[str, Any], command: str) -> T2TError:
+def _unknown(key: str, origin: str, known: Sequence[str], command: str) -> T2TError:
     near = difflib.get_close_matches(key.split(".")[-1].replace("-", "_"), list(known), n=1)
     hint = f" (did you mean '{near[0]}'?)" if near else ""
     return T2TError(f"{origin}: unknown option '{key}'{hint}; see python -m {command} --help")
 
 
-def build(root: type[C], values: dict[str, Any], origin: str = "config", command: str = "t2t.finetune") -> C:
-    """A ``root`` config from flat or sectioned keys; unknown keys are errors with suggestions."""
+def paths(root: type, values: dict[str, Any], origin: str = "config",
+          command: str = "t2t.finetune") -> dict[FieldPath, tuple[Any, str]]:
+    """Every key of ``values`` (flat, dotted or by section) as the full path of its field, with the value
+    and the name it was given by (for messages). Unknown keys are errors with the nearest known name."""
     known = index(root)
-    per_section: dict[str, dict[str, Any]] = {s: {} for s in sections(root)}
+    names, nested = sections(root), parts(root)
+    out: dict[FieldPath, tuple[Any, str]] = {}
+
+    def into_part(part: str, given: dict[str, Any]) -> None:
+        inner = paths(nested[part], given, f"{origin} ({part})", command)
+        out.update({(part, *p): v for p, v in inner.items()})
+
     for key, value in values.items():
         norm = str(key).replace("-", "_")
-        if norm in per_section and isinstance(value, dict):
+        if norm in nested:
+            if not isinstance(value, dict):
+                raise T2TError(f"{origin}: '{key}' must be a mapping of options; see python -m {command} --help")
+            into_part(norm, value)
+            continue
+        if norm in names and norm not in known and not isinstance(value, dict):
+            raise T2TError(f"{origin}: '{key}' must be a mapping of options; see python -m {command} --help")
+        if norm in names and isinstance(value, dict):
             for sub, sub_value in value.items():
                 flat = str(sub).replace("-", "_")
-                if flat not in known or known[flat][0] != norm:
-                    raise _unknown(f"{norm}.{sub}", origin, known, command)
-                per_section[norm][flat] = coerce(sub_value, known[flat][2], f"{norm}.{flat}")
+                if flat not in known or known[flat].path != (norm, flat):
+                    raise _unknown(f"{norm}.{sub}", origin, list(known), command)
+                out[(norm, flat)] = (sub_value, f"{norm}.{flat}")
             continue
-        if "." in norm:
-            section, _, norm = norm.partition(".")
-            if norm not in known or known[norm][0] != section:
-                raise _unknown(str(key), origin, known, command)
+        head, dot, rest = norm.partition(".")
+        if dot and head in nested:
+            into_part(head, {rest: value})
+            continue
+        if dot:
+            if rest not in known or known[rest].path != (head, rest):
+                raise _unknown(str(key), origin, list(known), command)
+            norm = rest
         if norm not in known:
-            raise _unknown(str(key), origin, known, command)
-        section, name, kind = known[norm]
-        per_section[section][name] = coerce(value, kind, name)
-    config = root(**{s: cls(**per_section[s]) for s, cls in sections(root).items()})
+            raise _unknown(str(key), origin, list(known), command)
+        out[known[norm].path] = (value, norm)
+    return out
+
+
+def _assemble(root: type[C], found: dict[FieldPath, tuple[Any, str]], base: C | None = None) -> C:
+    """``base`` (default: the root's defaults) with the fields in ``found`` set; each part, then the
+    whole, checked by its ``validate()``."""
+    base = root() if base is None else base
+    nested = parts(root)
+    values: dict[str, Any] = {}
+    for section, cls in sections(root).items():
+        current = getattr(base, section)
+        mine = {p[1:]: v for p, v in found.items() if p[0] == section}
+        if section in nested:
+            values[section] = _assemble(cls, mine, current) if mine else current
+            continue
+        hints = typing.get_type_hints(cls)
+        values[section] = dataclasses.replace(current, **{p[0]: coerce(v, hints[p[0]], where)
+                                                          for p, (v, where) in mine.items()})
+    config = root(**values)
     validate = getattr(config, "validate", None)
     if validate is not None:
         validate()
     return config
 
 
+def build(root: type[C], values: dict[str, Any], origin: str = "config", command: str = "t2t.finetune") -> C:
+    """A ``root`` config from flat or sectioned keys; unknown keys are errors with suggestions."""
+    return _assemble(root, paths(root, values, origin, command))
+
+
+def build_layers(root: type[C], layers: Sequence[tuple[dict[str, Any], str]], command: str) -> C:
+    """A ``root`` config from ``(values, origin)`` layers, later ones winning field by field."""
+    found: dict[FieldPath, tuple[Any, str]] = {}
+    for values, origin in layers:
+        found.update(paths(root, values, origin, command))
+    return _assemble(root, found)
+
+
 def override(config: C, values: dict[str, Any], origin: str = "options", command: str = "t2t.finetune") -> C:
-    """A copy of ``config`` with ``values`` (flat or sectioned keys) set on top, built and checked again."""
-    current = {f"{s}.{k}": v for s, part in to_dict(config).items() for k, v in part.items()}
-    return build(type(config), {**current, **values}, origin, command)
+    """A copy of ``config`` with ``values`` (flat or sectioned keys) set on top, checked again."""
+    return _assemble(type(config), paths(type(config), values, origin, command), config)
 
 
 def load_yaml(path: str) -> dict[str, Any]:
@@ -170,21 +269,52 @@ def load_yaml(path: str) -> dict[str, Any]:
     return data
 
 
-def add_arguments(parser: argparse.ArgumentParser, root: type) -> None:
-    """One flag per field (``--max-steps``, also ``--train.max-steps``), documented with its default."""
+def _add_option(group: Any, names: Sequence[str], dest: str, kind: Any, f: dataclasses.Field, default: Any,
+                help_text: str | None = None) -> None:
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    if default == f.default:  # a default described in words ("the run's base model"), unless changed here
+        shown = f.metadata.get("shown", shown)
+    text = f"{help_text or f.metadata.get('help', '')} (default: {shown})"
+    meta = f.metadata.get("metavar", "V")
+    if _is_bool(kind):
+        # bare (--resume), with a value (--resume false); --no-resume through parse_bool_flags
+        group.add_argument(*names, dest=dest, default=None, nargs="?", const="true",
+                           metavar=meta.strip("[]") if meta != "V" else "BOOL", help=text)
+        return
+    # a list option is repeatable as well as comma-separated: --tasks a,b --tasks c
+    action = "append" if typing.get_origin(kind) is tuple else "store"
+    group.add_argument(*names, dest=dest, default=None, action=action, metavar=meta, help=text)
+
+
+def add_arguments(parser: argparse.ArgumentParser, root: type, only: Sequence[str] | None = None) -> None:
+    """One flag per field (``--max-steps``, also ``--train.max-steps``), documented with its default; a
+    part's shortcuts (``--max-steps``, also ``--finetune.max-steps``) in a group of their own. ``only``:
+    the sections that get flags (a subcommand that uses some of them); ``--config`` may still set any."""
     parser.add_argument("--config", help="YAML file of options (by section, or flat keys)")
+    defaults, nested = root(), parts(root)
     for section, cls in sections(root).items():
+        if section in nested or (only is not None and section not in only):
+            continue
         group = parser.add_argument_group(section)
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else None
-            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-            shown = f.metadata.get("shown", shown)  # a default described in words ("the run's base model")
-            meta = f.metadata.get("metavar", "V")
-            # a list option is repeatable as well as comma-separated: --tasks a,b --tasks c
-            action = "append" if typing.get_origin(hints[f.name]) is tuple else "store"
-            group.add_argument(flag(f.name), f"--{section}.{f.name.replace('_', '-')}", dest=f.name, default=None,
-                               action=action, metavar=meta, help=f"{f.metadata.get('help', '')} (default: {shown})")
+            names = (flag(f.name), f"--{section}.{f.name.replace('_', '-')}")
+            _add_option(group, names, f.name, hints[f.name], f, getattr(getattr(defaults, section), f.name))
+    shortcuts: dict[str, str] = getattr(root, "SHORTCUTS", {})
+    if shortcuts:
+        group = parser.add_argument_group(f"{' and '.join(nested)} options (every other one in --config YAML, "
+                                          f"under {' / '.join(f'{p}:' for p in nested)})")
+        helps: dict[str, str] = getattr(root, "SHORTCUT_HELP", {})
+        for name, part in shortcuts.items():
+            option = index(root)[name]
+            section_cls = sections(nested[part])[option.path[1]]
+            f = next(f for f in dataclasses.fields(section_cls) if f.name == name)
+            default: Any = defaults
+            for step in option.path:
+                default = getattr(default, step)
+            text = f"{helps.get(name) or f.metadata.get('help', '')}"
+            _add_option(group, (flag(name), f"--{part}.{name.replace('_', '-')}"), name, option.kind, f, default,
+                        text)
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str], command: str) -> argparse.Namespace:
@@ -202,37 +332,37 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str], command: st
 
 def from_args(root: type[C], args: argparse.Namespace, command: str) -> C:
     """defaults < ``--config`` YAML < flags given on the command line."""
-    values: dict[str, Any] = load_yaml(args.config) if getattr(args, "config", None) else {}
+    config_file = getattr(args, "config", None)
     known = index(root)
-    merged = _flatten(root, values)
     # a repeated list option arrives as a list of comma-separated texts: one text, split by coerce
-    merged.update({k: ",".join(v) if isinstance(v, list) else v for k, v in vars(args).items()
-                   if k in known and v is not None})
-    return build(root, merged, origin=f"--config {args.config}" if getattr(args, "config", None) else "options",
-                 command=command)
+    flags = {k: ",".join(v) if isinstance(v, list) else v for k, v in vars(args).items()
+             if k in known and v is not None}
+    layers = [(load_yaml(config_file), f"--config {config_file}")] if config_file else []
+    return build_layers(root, [*layers, (flags, "options")], command)
 
 
-def _flatten(root: type, values: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    names = sections(root)
-    for key, value in values.items():
-        if key in names and isinstance(value, dict):
-            out.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            out[key] = value
-    return out
+BOOL_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0")
 
 
-def parse_bool_flags(argv: Sequence[str], root: type) -> list[str]:
-    """Let boolean options be given bare (``--resume``) as well as with a value (``--resume true``)."""
+def _is_bool(kind: Any) -> bool:
+    return kind is bool or (typing.get_origin(kind) in (typing.Union, types.UnionType)
+                            and set(typing.get_args(kind)) == {bool, type(None)})
+
+
+def parse_bool_flags(argv: Sequence[str], root: type, positionals: bool = False) -> list[str]:
+    """Let boolean options be negated (``--no-resume``) as well as given bare or with a value. With
+    ``positionals`` (a command that takes positional arguments) a bare one is followed by anything but a
+    yes/no word: ``show --allow-source-overlap offline`` reads ``offline`` as the mixture."""
     known = index(root)
-    bools = {flag(name) for name, (_, _, kind) in known.items() if kind is bool}
-    bools |= {f"--{s}.{n.replace('_', '-')}" for n, (s, _, kind) in known.items() if kind is bool}
+    bools = {flag(name) for name, option in known.items() if _is_bool(option.kind)}
+    bools |= {f"--{o.section}.{n.replace('_', '-')}" for n, o in known.items() if _is_bool(o.kind)}
     out: list[str] = []
     argv = list(argv)
     for i, arg in enumerate(argv):
         out.append(arg)
-        if arg in bools and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if arg in bools and (nxt is None or nxt.startswith("--")
+                             or (positionals and nxt.lower() not in BOOL_WORDS)):
             out.append("true")
         if arg.startswith("--no-") and "--" + arg[5:] in bools:
             out[-1] = "--" + arg[5:]
@@ -240,8 +370,13 @@ def parse_bool_flags(argv: Sequence[str], root: type) -> list[str]:
     return out
 
 
-def save(config: Any, path: Path) -> None:
-    """Write the resolved config as YAML beside a command's outputs (atomically)."""
-    from t2t.atomic import write_text
+def add_save_config(parser: argparse.ArgumentParser) -> None:
+    """``--save-config FILE``, for a command that prints and writes no folder of its own."""
+    parser.add_argument("--save-config", metavar="FILE",
+                        help="also write the resolved options to FILE (YAML) for --config to run the same again")
 
-    write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
+
+def save(config: Any, path: Path) -> Path:
+    """Write the resolved config as YAML beside a command's outputs (atomically): the file that
+    ``--config`` accepts back to run the same thing again."""
+    return write_text(path, dump(config))

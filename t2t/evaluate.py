@@ -46,121 +46,21 @@ are comma-separated and repeatable; a yes/no option is given bare (``--log-sampl
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from t2t import config as configs
-from t2t.errors import T2TError, run_cli
-from t2t.evaluation.adapter_runs import AdapterRun, check_not_trained, read_adapter
+from t2t.errors import run_cli
+from t2t.evaluation.adapter_runs import check_not_trained, read_adapter
 from t2t.evaluation.config import COMMAND, EvaluateConfig, add_arguments, config_from_args, parse_bool_flags
 from t2t.evaluation.runner import OUTPUT_FILES, evaluate, write_outputs
-from t2t.mixtures.resolve import heldout_split
+from t2t.evaluation.selection import resolve_from_runs, select_tasks
 from t2t.modeling.config import DEFAULT_MODEL
-from t2t.tasks.registry import TaskRegistry
-from t2t.tasks.task import Task, warn
+from t2t.outputs import check_output_dir
 
 DEMO_ADAPTER = Path("runs/offline-demo/adapter")
-
-
 DEMO_MIXTURE = "offline"
-
-
-def select_tasks(cfg: EvaluateConfig, runs: Sequence[AdapterRun]) -> tuple[list[Task], dict[str, Any]]:
-    """The tasks to evaluate and a record of how they were chosen."""
-    t = cfg.tasks
-    registry = TaskRegistry.load(t.task_dir)
-    names, clusters, heldout = list(t.tasks), list(t.clusters), list(t.heldout)  # not both: validate()
-    if names or clusters:
-        tasks = {task.name: task for c in clusters for task in registry.by_cluster(c)}
-        tasks.update({n: registry.get(n) for n in names})
-        chosen = sorted(tasks.values(), key=lambda task: (task.cluster, task.name))
-        return chosen, {"tasks": names, "clusters": clusters}
-    run = next((r for r in runs if r.manifest is not None), None)
-    if t.mixture is None and run is not None and not heldout:
-        recorded = [task["name"] for task in run.manifest.get("heldout", {}).get("tasks", [])]
-        if not recorded:
-            raise T2TError(f"{run.path.parent}/manifest.json records no held-out task; pick tasks with "
-                           "--tasks or --mixture")
-        try:
-            tasks = [registry.get(n) for n in recorded]
-        except T2TError as exc:
-            raise T2TError(f"{run.path.parent}/manifest.json: {exc}; pass the run's --task-dir") from None
-        return tasks, {"heldout_of": str(run.path.parent / "manifest.json"),
-                       "mixture": run.manifest.get("mixture")}
-    mixture = t.mixture or (run.manifest.get("mixture") if run is not None else None)
-    if mixture is None:
-        raise T2TError("no tasks chosen: pass --tasks, --clusters or --mixture M [--heldout C] (the adapter "
-                       "has no manifest.json beside it to take its held-out tasks from)")
-    # The run's own extra held-out names apply when the mixture is the run's.
-    extra = list(run.manifest.get("extra_heldout", [])) if run is not None and not t.mixture else []
-    split = heldout_split(mixture, heldout=extra + heldout, task_dirs=t.task_dir, mixture_dirs=t.mixture_dir,
-                          tasks=registry)
-    assert not {task.name for task in split.train} & {task.name for task in split.heldout}
-    if not split.heldout:
-        raise T2TError(f"mixture '{mixture}' holds nothing out; add --heldout CLUSTER or use --tasks")
-    return split.heldout, {"mixture": mixture, "heldout": extra + heldout,
-                           "train_tasks": sorted(task.name for task in split.train)}
-
-
-def default_output_dir(runs: Sequence[AdapterRun]) -> Path:
-    if not runs:
-        return Path("runs/eval")
-    first = runs[0]
-    return (first.run_dir or first.path) / "eval"
-
-
-def check_output_dir(out: Path, overwrite: bool) -> Path:
-    """Refuse to replace earlier results silently (checked before any model is loaded)."""
-    if out.exists() and not out.is_dir():
-        raise T2TError(f"--output-dir {out} is a file, not a folder")
-    existing = [f for f in OUTPUT_FILES if (out / f).exists()]
-    if existing and not overwrite:
-        raise T2TError(f"--output-dir {out} already holds results ({', '.join(existing)}); pass --overwrite "
-                       "to replace them or choose another --output-dir")
-    check_writable(out)
-    return out
-
-
-def check_writable(out: Path) -> None:
-    """The report can be written there: found out before the models are scored, not after."""
-    if out.is_dir():
-        probe = out / f".write-test-{os.getpid()}"
-        try:
-            with open(probe, "w") as f:
-                f.write("ok")
-            probe.unlink()
-        except OSError as exc:
-            raise T2TError(f"--output-dir {out} is not writable ({exc.strerror or exc}); choose another "
-                           "--output-dir") from None
-        return
-    parent = next((p for p in out.parents if p.exists()), Path("."))
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise T2TError(f"--output-dir {out}: cannot create it in {parent} (not a writable folder); choose another "
-                       "--output-dir")
-
-
-def resolve_from_runs(cfg: EvaluateConfig, runs: Sequence[AdapterRun]) -> EvaluateConfig:
-    """Fill the defaults that come from the adapters' runs: base model, task folders, output folder."""
-    bases = {r.base_model for r in runs if r.base_model}
-    values: dict[str, Any] = {}
-    if cfg.model.model is None:
-        values["model"] = next(iter(bases)) if len(bases) == 1 else DEFAULT_MODEL
-    elif bases - {cfg.model.model}:
-        warn(f"--model {cfg.model.model}, but the adapters were trained on {', '.join(sorted(bases))}")
-    if not cfg.tasks.task_dir:  # an adapter run trained on extra task folders names them in its config
-        data = ((runs[0].config or {}).get("data") or {}) if runs else {}
-        values["task_dir"] = list(data.get("task_dir") or ())
-    # a causal adapter is scored with the prompt format it was trained on, unless the options say otherwise
-    trained = ((runs[0].config or {}).get("data") or {}) if runs else {}
-    for key in ("chat_template", "target_delimiter"):
-        if getattr(cfg.scoring, key) is None and trained.get(key) is not None:
-            values[key] = trained[key]
-    if cfg.output.output_dir is None:
-        values["output_dir"] = str(default_output_dir(runs))
-    return configs.override(cfg, values, "options", COMMAND) if values else cfg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,22 +73,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def demo_config(cfg: EvaluateConfig) -> EvaluateConfig:
+    """No options at all: the offline demo's adapter on its held-out tasks, else the base on the offline
+    mixture's."""
+    if DEMO_ADAPTER.is_dir():
+        print(f"no options: evaluating --model {DEFAULT_MODEL} --adapter {DEMO_ADAPTER} on its held-out "
+              "tasks", file=sys.stderr)
+        return cfg.override(adapter=[str(DEMO_ADAPTER)])
+    print(f"no options: evaluating --model {DEFAULT_MODEL} --mixture {DEMO_MIXTURE} (base only; no "
+          f"adapter at {DEMO_ADAPTER}: run python -m t2t.finetune first)", file=sys.stderr)
+    return cfg.override(mixture=DEMO_MIXTURE)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = configs.parse_args(build_parser(), parse_bool_flags(argv), COMMAND)
     cfg = config_from_args(args)
     if not argv:
-        if DEMO_ADAPTER.is_dir():
-            cfg = cfg.override(adapter=[str(DEMO_ADAPTER)])
-            print(f"no options: evaluating --model {DEFAULT_MODEL} --adapter {DEMO_ADAPTER} on its held-out "
-                  "tasks", file=sys.stderr)
-        else:
-            cfg = cfg.override(mixture=DEMO_MIXTURE)
-            print(f"no options: evaluating --model {DEFAULT_MODEL} --mixture {DEMO_MIXTURE} (base only; no "
-                  f"adapter at {DEMO_ADAPTER}: run python -m t2t.finetune first)", file=sys.stderr)
+        cfg = demo_config(cfg)
     runs = [read_adapter(spec) for spec in cfg.model.adapter]
     cfg = resolve_from_runs(cfg, runs)
-    out = check_output_dir(Path(cfg.output.output_dir), cfg.output.overwrite)
+    out = Path(cfg.output.output_dir)
+    check_output_dir(out, OUTPUT_FILES, cfg.output.overwrite)  # before any model is loaded
 
     import datasets
 
@@ -200,9 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = evaluate(cfg, tasks, {r.label: r.path for r in runs})
     result.settings["selection"] = chosen
     result.settings["argv"] = argv
-    result.notes += [f"{label} was trained on {', '.join(names)}: not held-out"
-                     for label, names in trained.items()]
-    paths = write_outputs(result, out)
+    result.notes += [f"{label} was trained on {', '.join(names)}: not held-out" for label, names in trained.items()]
+    paths = write_outputs(result, out)  # the four files renamed into place together, at the end
     print(result.markdown())
     print(f"wrote {', '.join(map(str, paths.values()))}", file=sys.stderr)
     return 0

@@ -63,7 +63,7 @@ def test_two_seeds_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     # A second run does not replace the results without --overwrite, and says so before training.
     with pytest.raises(T2TError, match="--overwrite"):
         main(args)
-    with pytest.raises(T2TError, match="option '--seeds': expected whole numbers separated by commas"):
+    with pytest.raises(T2TError, match="option 'seeds': expected whole numbers separated by commas"):
         main(["--seeds", "x", "--output-dir", str(tmp_path / "other")])
     assert not (tmp_path / "other").exists()
 

@@ -674,7 +674,7 @@ def test_cli_bad_finetune_options_exit_2_one_line(tmp_path: Path, args: list[str
     ("t2t.evaluate", ["--max-new-tokens", "inf"], "option 'max_new_tokens': expected int"),
     ("t2t.evaluate", ["--split", "dev"], "--split dev: use validation, test or train"),
     ("t2t.experiment", ["--config", "{path}"], "fuzz_cli.yaml: not valid YAML"),
-    ("t2t.experiment", ["--seeds", "1.5"], "option '--seeds': expected whole numbers separated by commas"),
+    ("t2t.experiment", ["--seeds", "1.5"], "option 'seeds': expected whole numbers separated by commas"),
     ("t2t.experiment", ["--lr", "nan"], "option 'lr': expected float"),
     ("t2t.experiment", ["--limit", "0"], "--limit must be at least 1"),
 ])

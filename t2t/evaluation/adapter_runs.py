@@ -39,6 +39,13 @@ class AdapterRun:
         model = (self.config or {}).get("model")
         return model.get("model") if isinstance(model, dict) else None
 
+    @property
+    def base_revision(self) -> str | None:
+        """The hub revision of the base model the run trained on (None: the default revision)."""
+        model = (self.config or {}).get("model")
+        revision = model.get("revision") if isinstance(model, dict) else None
+        return str(revision) if revision is not None else None
+
 
 def _read_json(path: Path, what: str) -> dict | None:
     if not path.is_file():

