@@ -20,8 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from t2t import config as configs
 from t2t.errors import T2TError, run_cli
 from t2t.tasks import catalog, sources
+from t2t.tasks.config import COMMAND, TasksConfig
 from t2t.tasks.importers import lm_eval, sni
 from t2t.tasks.importers.promptsource import import_collection
 from t2t.tasks.registry import TaskRegistry, task_dirs
@@ -40,8 +42,9 @@ def quiet_datasets() -> None:
 
 
 def add_task_dir_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task-dir", action="append", default=[], metavar="DIR",
-                        help="extra folder of task files (repeatable; also T2T_TASK_PATH)")
+    """--task-dir, --config and --save-config: the options shared by the subcommands that read tasks."""
+    configs.add_arguments(parser, TasksConfig)
+    configs.add_save_config(parser)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
@@ -347,6 +350,11 @@ def _add_import_commands(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "save_config"):  # a subcommand that reads tasks: defaults < --config < flags
+        cfg = configs.from_args(TasksConfig, args, COMMAND)
+        args.task_dir = list(cfg.registry.task_dir)
+        if args.save_config:
+            configs.save(cfg, args.save_config)
     if args.command not in ("import", "import-sni", "import-lm-eval"):  # the other commands may load rows
         quiet_datasets()
     return COMMANDS[args.command](args)
