@@ -329,7 +329,7 @@ def test_evaluate_a_causal_adapter_takes_the_runs_chat_template_and_delimiter(ca
 def test_seq2seq_models_refuse_causal_only_options(capsys):
     from t2t.evaluate import main
 
-    assert run_cli(main, ["--tasks", "compare_numbers", "--chat-template", "true", "--limit", "2"]) == 2
+    assert run_cli(main, ["--tasks", "compare_numbers", "--chat-template", "--limit", "2"]) == 2  # bare: true
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --chat-template is for causal")
     assert run_cli(main, ["--tasks", "compare_numbers", "--target-delimiter", "\n", "--limit", "2"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --target-delimiter '\\n' is used")
