@@ -10,7 +10,9 @@ Which tasks (one of):
 With no arguments at all it evaluates ``--model t2t-tiny`` and, if the offline demo ran,
 ``--adapter runs/offline-demo/adapter`` on its held-out tasks (else the ``offline`` mixture's).
 An adapter whose run trained on a selected task (or on its source dataset) is refused, since its score
-would not be held-out, unless ``--allow-train-tasks``; the report then names those tasks.
+would not be held-out, unless ``--allow-train-tasks``; the report then names those tasks. The base model
+and its ``--revision`` default to the adapter run's; another revision than the one the adapter was trained
+on is refused unless ``--allow-revision-mismatch`` (:mod:`t2t.evaluation.selection`).
 
 How each example is scored (sources in docs/references.md, "Scoring"):
 

@@ -366,7 +366,7 @@ def check_same_run(saved: dict[str, Any], cfg: FinetuneConfig, path: Path) -> No
                      and saved[section][key] != value)
     if changed:
         raise T2TError(f"--resume: {path} was written with other options ({'; '.join(changed)}); resume with "
-                       "the original options (see config.json in the output folder) or start a new run")
+                       "the original options (--config the config.yaml in the output folder) or start a new run")
 
 
 def backward_global_batch(loss_module: torch.nn.Module, batcher: Batcher, tokens: Sequence[dict[str, list[int]]],

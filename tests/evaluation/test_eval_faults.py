@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from t2t.errors import T2TError
-from t2t.evaluate import check_output_dir
 from t2t.evaluation.report import Score, summarize
 from t2t.evaluation.runner import EvalResult, write_outputs
+from t2t.outputs import check_output_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
