@@ -37,9 +37,11 @@ Two conventions decide what the context and the continuation are (``convention``
 Efficiency: one forward per distinct model input, rows batched ``batch_size`` at a time, longest first
 (padding stays small and an out-of-memory error shows at once), results restored to input order.
 Rows with the same input share one forward (lm-eval's logits cache for one-token continuations is the
-common case: all single-token choices of an input read the same logits). Log-probabilities are taken
-in float32 at the continuation positions only (lm-eval's default takes log-softmax in the model's
-dtype, so parity is exact in fp32).
+common case: all single-token choices of an input read the same logits). The LM head runs only at the
+positions that predict a continuation token (``logits_to_keep``; lm-eval computes the logits of every
+position, which for a 262k-token vocabulary is most of the work and memory), and log-probabilities are
+taken there in float32 (lm-eval's default takes log-softmax in the model's dtype, so parity is exact in
+fp32).
 
 Generation (:func:`generate`): the prompt is the context as training encodes it (trailing whitespace
 moved off it, even a chat prompt's last newline: the model writes it, as it learnt to), cut from the
@@ -55,6 +57,7 @@ decoded, cut at the first stop string and stripped. Default stop: ``"\\n\\n"``, 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,6 +76,7 @@ from t2t.evaluation.scoring_common import (
     _eval_mode,
     check_convention,
 )
+from t2t.modeling.architecture import wrapper_chain
 
 DEFAULT_STOP: tuple[str, ...] = ("\n\n",)
 _UNLIMITED = 10**9  # tokenize_causal's length budget when evaluation cuts the prompt itself
@@ -168,43 +172,61 @@ def _window(ctx: list[int], cont: list[int], max_len: int | None) -> list[int]:
 # --- rank classification --------------------------------------------------------------------------------
 
 
+def _logits_at(model: torch.nn.Module, ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Logits ``[number of True in keep, vocab]`` at the ``keep`` positions, in row-major order.
+
+    transformers 5 causal LMs take ``logits_to_keep`` as a boolean ``[B, L]`` mask and apply the LM head only
+    there (the head is the largest matmul of a small model with a big vocabulary: Gemma 3's 262k tokens);
+    the hidden states, and so the logits, are those of the full forward. The peft wrapper is stepped over
+    (LoRA layers are injected into the inner model), as :func:`t2t.modeling.loss.causal_loss_sum` does.
+    """
+    inner = wrapper_chain(model)[-1]
+    if "logits_to_keep" in inspect.signature(inner.forward).parameters:
+        logits = inner(input_ids=ids, use_cache=False, logits_to_keep=keep).logits
+        if logits.dim() == 2:
+            return logits
+    return model(input_ids=ids, use_cache=False).logits[keep]  # a model that slices differently: all logits
+
+
 def score_pairs(model: torch.nn.Module, pairs: Sequence[Pair], batch_size: int = 32,
                 max_len: int | None = None, pad_id: int = 0,
                 device: torch.device | str | None = None) -> list[tuple[float, bool]]:
     """``(sum of log-probabilities, is_greedy)`` of each continuation after its context, in order.
 
-    One forward per distinct model input (rows whose input is the same share it), ``batch_size`` inputs
-    per forward, longest first, right-padded without an attention mask (causal attention never looks
-    right, so padding changes no real position; lm-eval does the same).
+    One forward per distinct model input (requests whose input is the same share it), ``batch_size``
+    inputs per forward, longest first, right-padded without an attention mask (causal attention never
+    looks right, so padding changes no real position; lm-eval does the same). Logits are computed only at
+    the positions that predict a continuation token and reduced per batch, so memory is bounded by the batch.
     """
     device = _device_of(model, device)
     windows = [_window(list(ctx), list(cont), max_len) for ctx, cont in pairs]
-    unique: dict[tuple[int, ...], int] = {}
-    for w in windows:
-        unique.setdefault(tuple(w), len(unique))
-    inputs = list(unique)
-    longest_cont = [0] * len(inputs)  # per input: the most positions any of its rows needs
-    for w, (_, cont) in zip(windows, pairs, strict=True):
-        u = unique[tuple(w)]
-        longest_cont[u] = max(longest_cont[u], len(cont))
-    logp: list[torch.Tensor | None] = [None] * len(inputs)  # per input: float32 log-softmax at its last positions
+    served: dict[tuple[int, ...], list[int]] = {}  # distinct model input -> the requests it serves
+    for r, w in enumerate(windows):
+        served.setdefault(tuple(w), []).append(r)
+    inputs = list(served)
+    need = [max(len(pairs[r][1]) for r in served[x]) for x in inputs]  # positions to score, per input
+    out: list[tuple[float, bool] | None] = [None] * len(pairs)
     with _eval_mode(model):
         for batch in _batches_by_length([len(x) for x in inputs], batch_size):
             width = len(inputs[batch[0]])
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            for r, u in enumerate(batch):
-                ids[r, :len(inputs[u])] = torch.tensor(inputs[u], dtype=torch.long)
-            logits = model(input_ids=ids.to(device), use_cache=False).logits
-            for r, u in enumerate(batch):
+            keep = torch.zeros((len(batch), width), dtype=torch.bool)
+            for b, u in enumerate(batch):
                 n = len(inputs[u])
-                logp[u] = logits[r, n - longest_cont[u]:n].float().log_softmax(-1)
-    out = []
-    for w, (_, cont) in zip(windows, pairs, strict=True):
-        rows = logp[unique[tuple(w)]][-len(cont):]
-        target = torch.tensor(cont, device=rows.device)
-        total = rows.gather(-1, target[:, None]).sum().item()
-        out.append((total, bool((rows.argmax(-1) == target).all())))
-    return out
+                ids[b, :n] = torch.tensor(inputs[u], dtype=torch.long)
+                keep[b, n - need[u]:n] = True  # position p predicts token p + 1 of context + continuation
+            logits = _logits_at(model, ids.to(device), keep.to(device))
+            start = 0
+            for u in batch:
+                logp = logits[start:start + need[u]].float().log_softmax(-1)
+                start += need[u]
+                for r in served[inputs[u]]:
+                    cont = pairs[r][1]
+                    rows = logp[len(logp) - len(cont):]
+                    target = torch.tensor(cont, device=rows.device)
+                    out[r] = (rows.gather(-1, target[:, None]).sum().item(),
+                              bool((rows.argmax(-1) == target).all()))
+    return out  # type: ignore[return-value]
 
 
 def score_choices(model: torch.nn.Module, tokenizer: Any, inputs: Sequence[str], choices: Sequence[Sequence[str]],

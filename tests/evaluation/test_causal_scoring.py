@@ -119,6 +119,40 @@ def test_fast_path_equals_naive_and_batch_size_does_not_matter(llama, llama_tok,
         assert [s.num_tokens for row in fast for s in row] == [s.num_tokens for row in naive for s in row]
 
 
+class WithoutLogitsToKeep(torch.nn.Module):
+    """A causal LM whose forward has no ``logits_to_keep``: scored from its full logits instead."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config = model, model.config
+
+    def forward(self, input_ids, use_cache=False, labels=None):
+        return self.model(input_ids=input_ids, use_cache=use_cache, labels=labels)
+
+
+@pytest.mark.parametrize("arch", ["gemma2", "gpt2", "no_logits_to_keep"])
+def test_lm_head_only_where_scored_equals_full_logits(arch, llama, llama_tok):
+    """The head at the scored positions only (logits_to_keep; Gemma 2's final soft-capping applied after it)
+    and the full-logits fallback score what the naive full forward scores."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    if arch == "gemma2":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = Gemma2ForCausalLM(Gemma2Config(
+                vocab_size=len(llama_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=8, final_logit_softcapping=3.0,
+                sliding_window=512, max_position_embeddings=512, attn_implementation="eager")).eval()
+    elif arch == "gpt2":
+        model = make_gpt2(len(llama_tok))
+    else:
+        model = WithoutLogitsToKeep(llama)
+    kw = {"convention": "lm-eval", "max_input_len": 64}
+    fast = score_choices(model, llama_tok, INPUTS[:4], CHOICES[:4], batch_size=3, **kw)
+    naive = score_choices_naive(model, llama_tok, INPUTS[:4], CHOICES[:4], **kw)
+    assert flat(fast) == pytest.approx(flat(naive), abs=1e-4)
+
+
 def test_t2t_convention_scores_the_training_target_with_eos(llama, llama_tok):
     """t2t's choice is what tokenize_causal makes the target: the same prompt/target cut, delimiter and EOS
     (scored); with a merged join t2t falls back to the continuation encoded alone, lm-eval does not."""
