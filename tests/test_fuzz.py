@@ -47,14 +47,14 @@ FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None
 
 
 class Work:
-    """What one case costs, counted where unbounded work has hidden before: YAML values built (alias and
-    merge bombs expand to billions), characters handed to the task-file block patterns (a pattern run
-    again from every opening rescans the file: quadratic) and sandbox steps (every loop iteration, call
-    and '~' of a render, each checked against its budget). Counts, unlike seconds, are the same on a
-    loaded machine. A case may cost 4 units per character of its input plus 100,000: measured, the 40,000
-    unclosed openings below cost 1,040,043 for 520,036 characters (each read twice) and every other case
-    at most 30,157, while the runaways cost billions (the alias bomb 387 million values, rescanning
-    those openings 10**10 characters)."""
+    """What one case costs, counted where unbounded work has hidden before: YAML values built (an alias
+    bomb walked is 387 million values), characters handed to the task-file block patterns (a pattern
+    called again from every opening is quadratic) and sandbox steps (every loop iteration, call and '~'
+    of a render, each checked against its budget). Counts, unlike seconds, are the same on a loaded
+    machine. A case may cost 4 units per character of its input plus 100,000: measured, the 40,000
+    unclosed openings below cost 1,040,043 for 520,036 characters (the body read twice) and every other
+    case at most 30,157. One regex call's own backtracking is not counted: test_taskfile.py asserts that
+    the block pattern, whose lazy body rescans from every opening, never runs on such a body."""
 
     def __init__(self) -> None:
         self.built = self.scanned = self.steps = 0
