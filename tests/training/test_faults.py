@@ -245,7 +245,7 @@ def test_a_second_process_is_refused_and_sigterm_stops_with_a_checkpoint(mixture
     first = subprocess.Popen(finetune(mixture_dir, out, "--max-steps", "100000"), cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 600  # a hang guard, as generous as every subprocess timeout here
         while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text()):
             assert first.poll() is None and time.time() < deadline, first.communicate()
             time.sleep(0.05)
