@@ -21,7 +21,6 @@ from t2t.errors import T2TError, run_cli
 from t2t.mixtures.config import COMMAND, MixtureConfig
 from t2t.mixtures.resolve import load_mixture
 from t2t.mixtures.spec import MixtureRegistry
-from t2t.mixtures.stream import ExampleStream
 from t2t.mixtures.table import show_table
 
 
@@ -84,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(show_table(mixture))
         return 0
+    from t2t.mixtures.stream import ExampleStream  # torch (IterableDataset, ~4 s): only to sample
+
     s = cfg.sample
     draws = ExampleStream(mixture, seed=s.seed, stop=s.stop).draws(s.start, s.n)
     if args.json:

@@ -29,7 +29,6 @@ from t2t.evaluation.report import Report, Score, plot_bars, render_markdown, sum
 from t2t.evaluation.significance import ExampleScores, paired_bootstrap
 from t2t.evaluation.significance import render_markdown as bootstrap_markdown
 from t2t.modeling.config import DEFAULT_MODEL
-from t2t.modeling.family import model_family
 from t2t.tasks import sources
 from t2t.tasks.fewshot import FEW_SHOT_SEP, FEW_SHOT_XY
 from t2t.tasks.task import Task, warn
@@ -309,6 +308,8 @@ def score_models(config: EvaluateConfig, base: Base, plans: Sequence[TaskPlan], 
     """The base, then each adapter loaded onto it in turn, on every plan; each model from the same seed."""
     import torch
     from tqdm.auto import tqdm
+
+    from t2t.modeling.family import model_family  # torch (t2t.modeling.architecture): as the model
 
     s = config.scoring
     opts = {"batch_size": base.batch_size, "max_input_len": s.max_input_len, "device": base.device,

@@ -1,4 +1,9 @@
-"""``python -m t2t.experiment``'s command line: options from the config dataclasses, then the run."""
+"""``python -m t2t.experiment``: the claim behind multitask tuning, measured in three parts.
+
+The command line (the package docstring, :mod:`t2t.experiment`, says what is measured): options from the
+config dataclasses, then the run. The first line above is the command's --help description; it lives here
+rather than read from the package, which imports this module.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,13 @@ from collections.abc import Sequence
 
 from t2t import config as configs
 from t2t.experiment.config import COMMAND, ExperimentConfig
+from t2t.experiment.report import summary_markdown
+from t2t.experiment.run import run_experiment
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from t2t import experiment  # the package docstring is the command's help
-
     parser = argparse.ArgumentParser(
-        prog="python -m t2t.experiment", description=(experiment.__doc__ or "").split("\n\n")[0],
+        prog="python -m t2t.experiment", description=__doc__.split("\n\n")[0],
         epilog="--config YAML: these options as flat keys (or under experiment:), and any option of "
                "python -m t2t.finetune / t2t.evaluate under finetune: / evaluate:, flat or by section.")
     configs.add_arguments(parser, ExperimentConfig)
@@ -31,8 +36,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     cfg = config_from_args(configs.parse_args(parser, configs.parse_bool_flags(argv, ExperimentConfig), COMMAND))
-    from t2t.experiment.report import summary_markdown
-    from t2t.experiment.run import run_experiment  # the evaluation and training libraries
-
     print(summary_markdown(run_experiment(cfg)))
     return 0
