@@ -30,6 +30,7 @@ from t2t.modeling.family import model_family
 from t2t.modeling.integrity import record_checksums
 from t2t.modeling.loading import apply_lora, choose_precision, load_adapter, load_model, load_tokenizer, resolve_model
 from t2t.modeling.loss import loss_for_model
+from t2t.tasks import sources
 from t2t.tasks.task import Example
 from t2t.training.config import FinetuneConfig
 from t2t.training.monitor import MetricsLogger, truncate_metrics
@@ -39,10 +40,6 @@ from t2t.versions import library_versions
 
 def validation_examples(mixture: Any, n: int) -> list[Example]:
     """A fixed validation set: the first rows of each training task's validation split, templates in turn."""
-    # datasets is imported here, not with the recipe: the step functions below run without it
-    # (benchmarks/train_throughput.py on a GPU machine that lacks it)
-    from t2t.tasks.sources import load_rows
-
     tasks = [e for e in mixture.entries if "validation" in e.task.splits]
     if not tasks or n <= 0:
         return []
@@ -50,7 +47,7 @@ def validation_examples(mixture: Any, n: int) -> list[Example]:
     out: list[Example] = []
     for entry in tasks:
         try:
-            rows = load_rows(entry.task, "validation")
+            rows = sources.load_rows(entry.task, "validation")
         except T2TError as exc:  # never skipped silently: the validation loss would cover fewer tasks
             raise T2TError(f"validation examples (--eval-steps): {exc} (--eval-steps 0 turns validation "
                            "off)") from None
