@@ -556,6 +556,7 @@ def test_configs_build_or_name_the_option(values: dict[Any, Any]) -> None:
     except Exception as exc:  # noqa: BLE001
         keys = [str(k) for k in values] + [str(s) for v in values.values() if isinstance(v, dict) for s in v]
         keys += [k.replace("-", "_").split(".")[-1].strip() for k in keys]
+        keys += ["--" + k.replace("_", "-") for k in keys]  # a value check names the option by its flag
         assert_t2t_error_naming(exc, "fuzz.yaml", *keys)
     else:
         event("built")
