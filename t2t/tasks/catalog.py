@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from t2t.atomic import write_text
 from t2t.errors import T2TError
 from t2t.tasks.registry import TaskRegistry
 from t2t.tasks.task import Task
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                 raise T2TError(f"{path}: the catalog table is stale (the task files changed); run {WRITE_HINT}")
             print(f"ok: {path}'s catalog lists {len(rows)} tasks, as the files say")
             return 0
-        path.write_text(replace_table(text, table, str(path)), encoding="utf-8")
+        write_text(path, replace_table(text, table, str(path)))
         print(f"wrote the catalog of {len(rows)} tasks into {path}")
         return 0
     print(table)

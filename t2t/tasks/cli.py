@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from t2t import config as configs
+from t2t.atomic import write_text
 from t2t.errors import T2TError, run_cli
 from t2t.tasks import catalog, sources
 from t2t.tasks.config import COMMAND, TasksConfig
@@ -162,7 +163,7 @@ def import_sni(args: argparse.Namespace) -> int:
         if mixture.exists() and not args.overwrite:
             raise T2TError(f"{mixture} already exists; pass --overwrite to replace it")
         mixture.parent.mkdir(parents=True, exist_ok=True)
-        mixture.write_text(sni.mixture_text(done), encoding="utf-8")
+        write_text(mixture, sni.mixture_text(done))
         print(f"wrote {mixture} (held out: {len(done.test_tasks)} test tasks); use it with "
               f"--mixture-dir {mixture.parent} --task-dir {args.out}")
     print(f"check it with: python -m t2t.tasks check {args.out}")

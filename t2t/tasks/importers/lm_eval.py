@@ -56,6 +56,7 @@ import jinja2
 import yaml
 from jinja2 import nodes
 
+from t2t.atomic import write_text
 from t2t.errors import T2TError
 from t2t.tasks.registry import TaskRegistry
 from t2t.tasks.sandbox import T2TSandbox
@@ -180,11 +181,10 @@ def export_tasks(tasks: Sequence[Task], out_dir: str | Path, split: str = "valid
     try:
         (out / "data").mkdir(parents=True, exist_ok=True)
         for path, text, data, rows_text in staged:
-            data.write_text(rows_text, encoding="utf-8")
-            path.write_text(text, encoding="utf-8")
+            write_text(data, rows_text)
+            write_text(path, text)
             result.files.append(path)
-        group.write_text(yaml.safe_dump({"group": GROUP, "task": list(result.rows)}, sort_keys=False),
-                         encoding="utf-8")
+        write_text(group, yaml.safe_dump({"group": GROUP, "task": list(result.rows)}, sort_keys=False))
     except OSError as exc:
         raise T2TError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
     result.group = group
@@ -427,7 +427,7 @@ def import_tasks(paths: Sequence[str | Path], out_dir: str | Path, cluster: str,
             raise T2TError(f"{target} already exists; pass --overwrite to replace it")
         try:
             out.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
+            write_text(target, text)
         except OSError as exc:
             raise T2TError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
         try:

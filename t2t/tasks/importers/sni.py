@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from t2t.atomic import write_text
 from t2t.errors import T2TError
 from t2t.tasks.registry import TaskRegistry
 
@@ -208,8 +209,8 @@ def import_tasks(paths: Iterable[str | Path], out_dir: str | Path, test_tasks: I
     try:
         (out / "data").mkdir(parents=True, exist_ok=True)
         for jinja, text, data, rows in staged:
-            data.write_text(rows, encoding="utf-8")
-            jinja.write_text(text, encoding="utf-8")
+            write_text(data, rows)
+            write_text(jinja, text)
             try:
                 loaded = TaskRegistry.load(include_builtin=False, paths=[jinja]).get(jinja.stem)
                 for name in loaded.template_names:
