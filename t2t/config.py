@@ -67,7 +67,7 @@ def sections(root: type) -> dict[str, type]:
 
 def is_command_config(cls: Any) -> bool:
     """A whole command's config: a dataclass whose fields are all dataclasses (its sections)."""
-    if not dataclasses.is_dataclass(cls):
+    if not dataclasses.is_dataclass(cls) or not dataclasses.fields(cls):
         return False
     return all(dataclasses.is_dataclass(kind) for kind in sections(cls).values())
 
