@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import random
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -239,8 +240,6 @@ def _warm_up(model: Any, tokenizer: Any, texts: Sequence[str], seed: int, dims: 
 def build_minilm_ed(texts: Sequence[str], out_dir: str | os.PathLike[str], seed: int = 0,
                     shape: EDShape | None = None, package: Path | None = None) -> Path:
     """Check the package, build encoder + decoder, warm the decoder up on ``texts`` and save to ``out_dir``."""
-    import time
-
     dims = shape or EDShape()
     folder = verify_package(package)
     out = Path(out_dir)
