@@ -2,8 +2,9 @@
 
 Built by :mod:`t2t.config` (defaults < ``--config`` YAML < flags), checked as a whole in
 :meth:`EvaluateConfig.validate` before any model is loaded, and saved as ``config.yaml`` beside the
-report. ``None`` marks a default that is resolved per run: the base model (the adapter run's), the batch
-size (by device), the generation budget (by task), the output folder (by adapter).
+report. ``None`` marks a default that is resolved per run: the base model, chat template and target
+delimiter (the adapter run's), the batch size (by device), the generation budget (by task), the output
+folder (by adapter).
 """
 
 from __future__ import annotations
@@ -86,8 +87,9 @@ class ScoringConfig:
     log_samples: bool = field(default=False, metadata={
         "help": "keep every prompt and prediction in results.json", "metavar": "[BOOL]"})
     choice_scoring: str = field(default="t2t", metadata={
-        "help": "what a choice's score covers: t2t (its tokens + EOS, as T5 is trained) or lm-eval "
-                "(target_delimiter + its tokens, no EOS, as lm-evaluation-harness 0.4 scores seq2seq models)",
+        "help": "what a choice's score covers: t2t (its tokens + EOS, as the model is trained) or lm-eval "
+                "(target_delimiter + its tokens, no EOS, as lm-evaluation-harness 0.4's HFLM scores seq2seq and "
+                "causal models)",
         "metavar": "{t2t,lm-eval}"})
     target_delimiter: str | None = field(default=None, metadata={
         "help": "text between input and choice: lm-eval's target_delimiter under --choice-scoring lm-eval; for a "
