@@ -87,7 +87,9 @@ def resolve_from_runs(cfg: EvaluateConfig, runs: Sequence[AdapterRun]) -> Evalua
         data = ((runs[0].config or {}).get("data") or {}) if runs else {}
         values["task_dir"] = list(data.get("task_dir") or ())
     # a causal adapter is scored with the prompt format it was trained on, unless the options say otherwise
-    trained = ((runs[0].config or {}).get("data") or {}) if runs else {}
+    # (a seq2seq run records these causal-only options too, unused: they are not its format)
+    run_config = (runs[0].config or {}) if runs else {}
+    trained = (run_config.get("data") or {}) if run_config.get("model_family") == "causal" else {}
     for key in ("chat_template", "target_delimiter"):
         if getattr(cfg.scoring, key) is None and trained.get(key) is not None:
             values[key] = trained[key]

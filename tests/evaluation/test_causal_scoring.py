@@ -367,3 +367,24 @@ def test_seq2seq_models_refuse_causal_only_options(capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --chat-template is for causal")
     assert run_cli(main, ["--tasks", "compare_numbers", "--target-delimiter", "\n", "--limit", "2"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --target-delimiter '\\n' is used")
+
+
+def test_run_defaults_come_from_causal_runs_only(tmp_path):
+    """A causal run's --chat-template / --target-delimiter become evaluate's defaults; a seq2seq run records them
+    too (unused there), so its values are not taken; options given win."""
+    from t2t.evaluation.adapter_runs import AdapterRun
+    from t2t.evaluation.config import build_config
+    from t2t.evaluation.selection import resolve_from_runs
+
+    def run(family: str) -> AdapterRun:
+        config = {"model": {"model": "m"}, "model_family": family,
+                  "data": {"chat_template": True, "target_delimiter": "\n"}}
+        return AdapterRun("r", tmp_path / "adapter", {"tasks": []}, config)
+
+    cfg = build_config({"tasks": ["compare_numbers"], "output_dir": str(tmp_path / "eval")})
+    causal = resolve_from_runs(cfg, [run("causal")]).scoring
+    assert (causal.chat_template, causal.target_delimiter) == (True, "\n")
+    seq2seq = resolve_from_runs(cfg, [run("seq2seq")]).scoring
+    assert (seq2seq.chat_template, seq2seq.target_delimiter) == (None, None)
+    given = resolve_from_runs(cfg.override(chat_template=False, target_delimiter=" "), [run("causal")]).scoring
+    assert (given.chat_template, given.target_delimiter) == (False, " ")
