@@ -35,11 +35,11 @@ Each base is converted once and cached like t2t-tiny and minilm-ed (:mod:`t2t.mo
    :data:`BUILD_VERSION`). A later call finds the folder and does nothing; packages and ``gguf`` are then
    no longer needed. The result is an ordinary folder: ``AutoModelForCausalLM.from_pretrained(path)``.
 
-Cost of the conversion, measured 2026-12-07 on 2 CPU cores shared with other work (load average 3 to 10):
-SmolLM2 69 s wall, 26 s of CPU; Gemma 270 s wall, 57 s of CPU (its 262,144-token tokenizer alone took 20 s
-to read). The folders take 0.54 and 1.07 GB (fp32). The converted models give the same logits as
-transformers' GGUF loading (compared by hand), and greedy "The capital of France is" gives " Paris."
-(SmolLM2) and " the capital of the country of France." (Gemma).
+Cost of the conversion, measured 2026-12-07 on 2 CPU cores (``ensure_gguf_base`` in a fresh cache): at
+load 1, SmolLM2 24 s (peak RSS 1.2 GB) and Gemma 52 s (2.7 GB); shared with other work at load 3 to 10,
+69 s and 270 s. The folders take 0.54 and 1.07 GB (fp32). The converted models give the same token ids and
+logits as transformers' own GGUF loading (compared by hand), and greedy "The capital of France is" gives
+" Paris." (SmolLM2) and " the capital of the country of France." (Gemma).
 """
 
 from __future__ import annotations

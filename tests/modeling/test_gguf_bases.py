@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -135,12 +137,16 @@ def test_pinned_sha256_matches_the_installed_packages(name: str, tmp_path: Path)
     base = GGUF_BASES[name]
     source = gguf_bases.gguf_source(base, _require_installed(name), tmp_path)
     assert sha256_file(source) == base.sha256  # for gemma: the four parts joined in tmp_path
+    if source.parent == tmp_path:
+        source.unlink()  # 253 MB: pytest keeps the temporary folders of its last runs
 
 
 @pytest.fixture(scope="session")
-def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     _require_installed("smollm2-135m")
-    return ensure_gguf_base("smollm2-135m", cache_dir=tmp_path_factory.mktemp("gguf-cache"))
+    cache = tmp_path_factory.mktemp("gguf-cache")
+    yield ensure_gguf_base("smollm2-135m", cache_dir=cache)
+    shutil.rmtree(cache)  # 538 MB: pytest keeps the temporary folders of its last runs
 
 
 @pytest.mark.slow
