@@ -33,6 +33,7 @@ import argparse
 import dataclasses
 import difflib
 import math
+import re
 import reprlib
 import types
 import typing
@@ -124,6 +125,11 @@ def coerce(value: Any, kind: Any, where: str) -> Any:
             return None
         kind = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is typing.Literal:  # one of the named values, compared as the text a flag gives
+        for allowed in args:
+            if value == allowed or str(value) == str(allowed):
+                return allowed
+        raise T2TError(f"option '{where}': expected one of {', '.join(map(str, args))}, got {reprlib.repr(value)}")
     try:
         if origin is tuple:
             items = [v for v in str(value).split(",") if v.strip()] if isinstance(value, str) else list(value or [])
@@ -269,20 +275,89 @@ def load_yaml(path: str) -> dict[str, Any]:
     return data
 
 
+# reST/Sphinx markup in docstrings and help (``x``, :class:`~a.b.C`) printed as the plain text it stands for:
+# argparse shows text as written, and --help is read in a terminal.
+_ROLE = re.compile(r":[a-z]+:`(~?)([^`<]*?)(?:\s*<[^>]*>)?`")
+_LITERAL = re.compile(r"``(.+?)``", re.S)
+
+
+def plain(text: str | None) -> str | None:
+    """``text`` without reST markup: ``x`` -> x, :func:`~a.b.f` -> f, :mod:`a.b` -> a.b.
+
+    >>> plain("``--tasks a,b`` (:func:`~t2t.evaluation.scoring.score_choices`, :mod:`t2t.config`)")
+    '--tasks a,b (score_choices, t2t.config)'
+    """
+    if text is None:
+        return None
+    text = _ROLE.sub(lambda m: m.group(2).strip().rsplit(".", 1)[-1] if m.group(1) else m.group(2).strip(), text)
+    return _LITERAL.sub(r"\1", text)
+
+
+def choices(f: dataclasses.Field, kind: Any) -> tuple[Any, ...] | None:
+    """The values a field takes, if it names them: a ``Literal`` type or ``metadata["choices"]``."""
+    kind = _optional_inner(kind)
+    if typing.get_origin(kind) is typing.Literal:
+        return typing.get_args(kind)
+    listed = f.metadata.get("choices")
+    return tuple(listed) if listed else None
+
+
+def _optional_inner(kind: Any) -> Any:
+    """``X`` of ``X | None`` (``Optional[X]``); any other type as it is."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        rest = [a for a in typing.get_args(kind) if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return kind
+
+
+# metavars by type, where a field names none: what the value is, not "V"
+_TYPE_METAVARS = {int: "INT", float: "FLOAT", str: "TEXT", bool: "BOOL"}
+
+
+def metavar(f: dataclasses.Field, kind: Any) -> str:
+    """The value's placeholder in --help: the field's ``metadata["metavar"]``, else ``{a,b}`` for choices,
+    ``DIR`` for a folder, else by type (INT, FLOAT, TEXT, BOOL; a list: ``INT,...`` / ``LIST``)."""
+    given = f.metadata.get("metavar")
+    if given:
+        return str(given).strip("[]") if _is_bool(kind) else str(given)
+    listed = choices(f, kind)
+    inner = _optional_inner(kind)
+    if typing.get_origin(inner) is tuple:
+        item = (typing.get_args(inner) or (str,))[0]
+        if listed:
+            return "{" + ",".join(map(str, listed)) + "},..."
+        if f.name.endswith("_dir"):
+            return "DIR"
+        return "INT,..." if item is int else "LIST"
+    if listed:
+        return "{" + ",".join(map(str, listed)) + "}"
+    if f.name.endswith("_dir") or f.name.endswith("_path"):
+        return "DIR" if f.name.endswith("_dir") else "PATH"
+    return _TYPE_METAVARS.get(inner, "VALUE")
+
+
+def _shown_default(default: Any, f: dataclasses.Field) -> str:
+    if default == f.default and "shown" in f.metadata:  # a default in words ("the run's base model"), unless changed
+        return str(f.metadata["shown"])
+    if isinstance(default, tuple):
+        return ",".join(map(str, default)) if default else "none"
+    return "none" if default is None else repr(default) if default == "" or default != str(default).strip() \
+        else str(default)
+
+
 def _add_option(group: Any, names: Sequence[str], dest: str, kind: Any, f: dataclasses.Field, default: Any,
                 help_text: str | None = None) -> None:
-    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-    if default == f.default:  # a default described in words ("the run's base model"), unless changed here
-        shown = f.metadata.get("shown", shown)
-    text = f"{help_text or f.metadata.get('help', '')} (default: {shown})"
-    meta = f.metadata.get("metavar", "V")
+    text = plain(help_text or f.metadata.get("help", "")) or ""
+    if "(default" not in text:  # a help that states its default in words says it once
+        text = f"{text} (default: {_shown_default(default, f)})"
+    meta = metavar(f, kind)
     if _is_bool(kind):
         # bare (--resume), with a value (--resume false); --no-resume through parse_bool_flags
-        group.add_argument(*names, dest=dest, default=None, nargs="?", const="true",
-                           metavar=meta.strip("[]") if meta != "V" else "BOOL", help=text)
+        group.add_argument(*names, dest=dest, default=None, nargs="?", const="true", metavar=meta, help=text)
         return
     # a list option is repeatable as well as comma-separated: --tasks a,b --tasks c
-    action = "append" if typing.get_origin(kind) is tuple else "store"
+    action = "append" if typing.get_origin(_optional_inner(kind)) is tuple else "store"
     group.add_argument(*names, dest=dest, default=None, action=action, metavar=meta, help=text)
 
 
@@ -290,7 +365,9 @@ def add_arguments(parser: argparse.ArgumentParser, root: type, only: Sequence[st
     """One flag per field (``--max-steps``, also ``--train.max-steps``), documented with its default; a
     part's shortcuts (``--max-steps``, also ``--finetune.max-steps``) in a group of their own. ``only``:
     the sections that get flags (a subcommand that uses some of them); ``--config`` may still set any."""
-    parser.add_argument("--config", help="YAML file of options (by section, or flat keys)")
+    # the description and epilog are module docstrings: shown without their reST markup, like every help
+    parser.description, parser.epilog = plain(parser.description), plain(parser.epilog)
+    parser.add_argument("--config", metavar="FILE", help="YAML file of options (by section, or flat keys)")
     defaults, nested = root(), parts(root)
     for section, cls in sections(root).items():
         if section in nested or (only is not None and section not in only):

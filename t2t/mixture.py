@@ -25,7 +25,8 @@ from t2t.mixtures.table import show_table
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m t2t.mixture", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m t2t.mixture",
+                                     description=configs.plain(__doc__.split("\n")[0]))
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="list the mixtures")
     p_show = sub.add_parser("show", help="tasks, rates and the held-out split of a mixture")

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class DataConfig:
-    mixture: str = field(default="offline", metadata={"help": "mixture name from task_registry/"})
+    mixture: str = field(default="offline", metadata={"help": "mixture name from task_registry/",
+                                                          "metavar": "NAME"})
     heldout: tuple[str, ...] = field(default=(), metadata={
-        "help": "extra held-out clusters or tasks, comma-separated (added to the mixture's own)"})
+        "help": "extra held-out clusters or tasks, comma-separated (added to the mixture's own)",
+        "metavar": "NAME,..."})
     task_dir: tuple[str, ...] = field(default=(), metadata={"help": "extra task folders, comma-separated"})
     mixture_dir: tuple[str, ...] = field(default=(), metadata={"help": "extra mixture folders, comma-separated"})
     max_input_len: int = field(default=256, metadata={
@@ -24,7 +26,7 @@ class DataConfig:
     pack_target_len: int = field(default=128, metadata={"help": "decoder tokens per packed row"})
     loss_on: str = field(default="target", metadata={
         "help": "causal LMs: 'target' (loss on the target and its EOS, seqio's PrefixLM) or 'all' (the whole "
-                "sequence, prompt included)"})
+                "sequence, prompt included)", "choices": ("target", "all")})
     chat_template: bool = field(default=False, metadata={
         "help": "causal LMs: render each example through the tokenizer's chat template (input = user turn, "
                 "target = assistant turn, loss on the assistant turn); evaluation reads it from config.json"})

@@ -50,16 +50,18 @@ class EvalTasksConfig:
     tasks: tuple[str, ...] = field(default=(), metadata={
         "help": "tasks to evaluate (comma-separated, repeatable)", "metavar": "A,B", "shown": "none"})
     clusters: tuple[str, ...] = field(default=(), metadata={
-        "help": "evaluate every task of these clusters", "metavar": "C", "shown": "none"})
+        "help": "evaluate every task of these clusters (comma-separated, repeatable)", "metavar": "C,...",
+        "shown": "none"})
     mixture: str | None = field(default=None, metadata={
         "help": "evaluate the held-out tasks of this mixture", "metavar": "MIXTURE",
         "shown": "the adapter run's held-out tasks"})
     heldout: tuple[str, ...] = field(default=(), metadata={
-        "help": "extra held-out clusters or tasks of the mixture", "metavar": "C", "shown": "none"})
+        "help": "extra held-out clusters or tasks of the mixture (comma-separated)", "metavar": "C,...",
+        "shown": "none"})
     allow_train_tasks: bool = field(default=False, metadata={
         "help": "report tasks an adapter was trained on (flagged: not held-out)", "metavar": "[BOOL]"})
     split: str = field(default="validation", metadata={
-        "help": "split to score (a task without it: validation, else test, then train)", "metavar": "SPLIT"})
+        "help": "split to score (a task without it: validation, else test, then train)", "choices": SPLITS})
     limit: int | None = field(default=None, metadata={
         "help": "score the first N rows of each task", "metavar": "N", "shown": "every row"})
     task_dir: tuple[str, ...] = field(default=(), metadata={
@@ -90,7 +92,7 @@ class ScoringConfig:
         "help": "what a choice's score covers: t2t (its tokens + EOS, as the model is trained) or lm-eval "
                 "(target_delimiter + its tokens, no EOS, as lm-evaluation-harness 0.4's HFLM scores seq2seq and "
                 "causal models)",
-        "metavar": "{t2t,lm-eval}"})
+        "choices": CHOICE_SCORING})
     target_delimiter: str | None = field(default=None, metadata={
         "help": "text between input and choice: lm-eval's target_delimiter under --choice-scoring lm-eval; for a "
                 "causal model also the delimiter its training put before the target (t2t scoring, generation)",

@@ -36,20 +36,22 @@ PARTS = ("unseen", "overfitting", "one_vs_many")
 @dataclass(frozen=True)
 class ExperimentOptions:
     single_task: str = field(default="sentiment_movie", metadata={
-        "help": "the training task of the single-task adapter"})
+        "help": "the training task of the single-task adapter", "metavar": "TASK"})
     seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "training seeds, comma-separated"})
     output_dir: str = field(default="runs/experiment", metadata={
         "help": "the experiment folder: runs, evaluation and summary"})
     overwrite: bool = field(default=False, metadata={"help": "replace an earlier experiment's runs and results"})
     parts: tuple[str, ...] = field(default=PARTS, metadata={
         "help": "what to measure, comma-separated: unseen (held-out tasks), overfitting (the specialist's task "
-                "over steps), one_vs_many (a specialist per training task against the multitask adapter)"})
+                "over steps), one_vs_many (a specialist per training task against the multitask adapter)",
+        "choices": PARTS})
     curve_points: int = field(default=6, metadata={
         "help": "overfitting: snapshots per run, evenly spaced (each scored, with the validation loss)"})
     curve_rows: int = field(default=32, metadata={
         "help": "overfitting: validation rows of the specialist's task behind the loss curve, the same in both runs"})
     specialists: str = field(default="task", metadata={
-        "help": "one_vs_many: one specialist per training 'task' or per 'cluster' (its training tasks)"})
+        "help": "one_vs_many: one specialist per training 'task' or per 'cluster' (its training tasks)",
+        "choices": ("task", "cluster")})
 
     def __post_init__(self) -> None:
         # a seed or part named twice is run once (frozen: set through object.__setattr__, as dataclasses do)

@@ -40,7 +40,7 @@ class SampleOptions:
     seed: int = field(default=0, metadata={"help": "seed of the stream", "metavar": "S"})
     start: int = field(default=0, metadata={"help": "first stream position", "metavar": "N"})
     stop: str | None = field(default=None, metadata={
-        "help": f"override the mixture's stop policy: {', '.join(STOP_POLICIES)}", "metavar": "POLICY",
+        "help": "override the mixture's stop policy", "choices": STOP_POLICIES,
         "shown": "the mixture's"})
 
 

@@ -86,7 +86,8 @@ def current_table(text: str, where: str = "docs/catalog.md") -> str:
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``catalog`` on the ``python -m t2t.tasks`` subcommands."""
     p = sub.add_parser("catalog", help="the catalog table of the hub tasks, from their files (docs/catalog.md)")
-    p.add_argument("--tag", default="hub", help="the tag of the tasks to list (default %(default)s)")
+    p.add_argument("--tag", default="hub", metavar="TAG",
+                   help="the tag of the tasks to list (default %(default)s)")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--markdown", action="store_true", help="print the Markdown table (the default)")
     what.add_argument("--json", action="store_true", help="print the records as JSON")

@@ -1,6 +1,6 @@
 """``python -m t2t.tasks``: list, show, render and check task files.
 
-    python -m t2t.tasks list [--cluster C] [--json]
+    python -m t2t.tasks list [--cluster C] [--tag TAG] [--json]
     python -m t2t.tasks show TASK
     python -m t2t.tasks render TASK [--template T] [--n N] [--split S] [--seed K] [--no-options] [--json]
     python -m t2t.tasks check [PATHS...]
@@ -29,7 +29,7 @@ from t2t.tasks.importers import lm_eval, sni
 from t2t.tasks.importers.promptsource import import_collection
 from t2t.tasks.registry import TaskRegistry, task_dirs
 from t2t.tasks.runtime import TEXT_VAR_LENGTH
-from t2t.tasks.task import Task, warn
+from t2t.tasks.task import SPLITS, Task, warn
 
 # ``datasets`` takes seconds to import: t2t.tasks.sources imports it only when a split goes through it, and
 # this module only to quiet it, so that the importers and ``--help`` do without it (tests/test_imports.py).
@@ -203,14 +203,18 @@ def list_tasks(args: argparse.Namespace) -> int:
     """``list``: one line (or JSON record) per task, by cluster."""
     registry = TaskRegistry.load(args.task_dir)
     tasks = registry.by_cluster(args.cluster) if args.cluster else list(registry)
+    if args.tag:
+        tasks = [t for t in tasks if args.tag in t.tags]
     tasks = sorted(tasks, key=lambda t: (t.cluster, t.name))
     if args.json:
         print(json.dumps([task_summary(t) for t in tasks], indent=2))
         return 0
-    width = max((len(t.name) for t in tasks), default=4)
-    for t in tasks:
-        kind = "choices" if t.has_choices else "generation"
-        print(f"{t.name:<{width}}  {t.cluster:<14} {kind:<10} {len(t.templates)} templates  {t.source_id}")
+    rows = [("TASK", "CLUSTER", "KIND", "TEMPLATES", "TAGS", "SOURCE")]
+    rows += [(t.name, t.cluster, "choices" if t.has_choices else "generation", str(len(t.templates)),
+              ",".join(t.tags) or "-", t.source_id) for t in tasks]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1])
     return 0
 
 
@@ -274,7 +278,8 @@ COMMANDS = {"list": list_tasks, "show": show_task, "render": render_task, "check
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m t2t.tasks", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m t2t.tasks",
+                                     description=configs.plain(__doc__.split("\n")[0]))
     sub = parser.add_subparsers(dest="command", required=True)
     _add_browse_commands(sub)
     _add_import_commands(sub)
@@ -285,21 +290,23 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_browse_commands(sub: argparse._SubParsersAction) -> None:
     """``list``, ``show``, ``render`` and ``check``: the task files as they are."""
     p_list = sub.add_parser("list", help="list tasks")
-    p_list.add_argument("--cluster")
-    p_list.add_argument("--json", action="store_true")
+    p_list.add_argument("--cluster", metavar="CLUSTER", help="only the tasks of this cluster")
+    p_list.add_argument("--tag", metavar="TAG", help="only the tasks with this tag (e.g. hub, sni)")
+    p_list.add_argument("--json", action="store_true", help="print JSON records (every field of 'show')")
     p_show = sub.add_parser("show", help="show a task's metadata and templates")
-    p_show.add_argument("task")
-    p_show.add_argument("--json", action="store_true")
+    p_show.add_argument("task", metavar="TASK", help="the task's name (see 'list')")
+    p_show.add_argument("--json", action="store_true", help="print JSON")
     p_render = sub.add_parser("render", help="render rows of a task")
-    p_render.add_argument("task")
-    p_render.add_argument("--template", help="one template (default: all)")
-    p_render.add_argument("--n", type=int, default=3, help="rows to render (default 3)")
-    p_render.add_argument("--split", default="validation",
+    p_render.add_argument("task", metavar="TASK", help="the task's name (see 'list')")
+    p_render.add_argument("--template", metavar="TEMPLATE", help="one template (default: all)")
+    p_render.add_argument("--n", type=int, default=3, metavar="INT", help="rows to render (default 3)")
+    p_render.add_argument("--split", default="validation", choices=("example", *SPLITS),
                           help="train, validation, test or 'example' for the file's example rows "
                                "(default validation; a hub dataset that cannot load falls back to the example rows)")
-    p_render.add_argument("--seed", type=int, default=0)
+    p_render.add_argument("--seed", type=int, default=0, metavar="INT",
+                          help="seed of the template's random draws (default 0)")
     p_render.add_argument("--no-options", action="store_true", help="render FLAN's no-options variant")
-    p_render.add_argument("--json", action="store_true")
+    p_render.add_argument("--json", action="store_true", help="print JSON records")
     p_check = sub.add_parser("check", help="validate task files by rendering every template")
     p_check.add_argument("paths", nargs="*", help="files or folders (default: every task folder)")
     for p in (p_list, p_show, p_render, p_check):
@@ -310,9 +317,11 @@ def _add_import_commands(sub: argparse._SubParsersAction) -> None:
     """``import`` (promptsource), ``import-sni``, ``export-lm-eval`` and ``import-lm-eval``: other formats."""
     p_import = sub.add_parser("import", help="convert a promptsource templates.yaml into a t2t task file")
     p_import.add_argument("paths", nargs="+", metavar="TEMPLATES_YAML", help="promptsource templates.yaml file(s)")
-    p_import.add_argument("--cluster", required=True, help="the cluster of the imported task(s), e.g. nli")
-    p_import.add_argument("--out", default="templates/imported", help="folder to write to (default %(default)s)")
-    p_import.add_argument("--name", help="task name (default DATASET_SUBSET; only with one file)")
+    p_import.add_argument("--cluster", required=True, metavar="CLUSTER",
+                          help="the cluster of the imported task(s), e.g. nli")
+    p_import.add_argument("--out", default="templates/imported", metavar="DIR",
+                          help="folder to write to (default %(default)s)")
+    p_import.add_argument("--name", metavar="NAME", help="task name (default DATASET_SUBSET; only with one file)")
     p_import.add_argument("--example", action="append", default=[], metavar="JSON",
                           help="a dataset row as JSON, written as the file's example row and rendered by every "
                                "template now and by 'check' later (repeatable)")
@@ -323,7 +332,7 @@ def _add_import_commands(sub: argparse._SubParsersAction) -> None:
     p_import.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     p_sni = sub.add_parser("import-sni", help="convert Super-NaturalInstructions task JSON files into task files")
     p_sni.add_argument("paths", nargs="+", metavar="TASK_JSON", help="tasks/taskNNN_name.json file(s)")
-    p_sni.add_argument("--out", required=True, help="folder for the task files (and their data/ folder)")
+    p_sni.add_argument("--out", required=True, metavar="DIR", help="folder for the task files (and their data/ folder)")
     p_sni.add_argument("--test-tasks", metavar="FILE",
                        help="SNI's held-out list (splits/default/test_tasks.txt): these tasks become test-only, "
                             "first 100 instances scored")
@@ -333,18 +342,22 @@ def _add_import_commands(sub: argparse._SubParsersAction) -> None:
     p_sni.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     p_export = sub.add_parser("export-lm-eval", help="write lm-evaluation-harness task YAML for t2t tasks")
     p_export.add_argument("tasks", nargs="+", metavar="TASK", help="task names (comma-separated or repeated)")
-    p_export.add_argument("--out", required=True, help="folder for the YAML files and their data/ folder")
-    p_export.add_argument("--split", default="validation",
+    p_export.add_argument("--out", required=True, metavar="DIR",
+                          help="folder for the YAML files and their data/ folder")
+    p_export.add_argument("--split", default="validation", choices=SPLITS,
                           help="split to render (default validation; else test, then train, as t2t.evaluate)")
-    p_export.add_argument("--limit", type=int, help="the first N rows of each task (default: every row)")
-    p_export.add_argument("--seed", type=int, default=0, help="render seed, as t2t.evaluate --seed (default 0)")
+    p_export.add_argument("--limit", type=int, metavar="INT", help="the first N rows of each task (default: every row)")
+    p_export.add_argument("--seed", type=int, default=0, metavar="INT",
+                          help="render seed, as t2t.evaluate --seed (default 0)")
     p_export.add_argument("--overwrite", action="store_true", help="replace existing files")
     add_task_dir_option(p_export)
     p_lm_import = sub.add_parser("import-lm-eval", help="convert lm-evaluation-harness task YAML into task files")
     p_lm_import.add_argument("paths", nargs="+", metavar="TASK_YAML", help="lm-eval task YAML file(s)")
-    p_lm_import.add_argument("--cluster", required=True, help="the cluster of the imported task(s), e.g. qa")
-    p_lm_import.add_argument("--out", default="templates/imported", help="folder to write to (default %(default)s)")
-    p_lm_import.add_argument("--name", help="task name (default: the YAML's task:; only with one file)")
+    p_lm_import.add_argument("--cluster", required=True, metavar="CLUSTER",
+                             help="the cluster of the imported task(s), e.g. qa")
+    p_lm_import.add_argument("--out", default="templates/imported", metavar="DIR",
+                             help="folder to write to (default %(default)s)")
+    p_lm_import.add_argument("--name", metavar="NAME", help="task name (default: the YAML's task:; only with one file)")
     p_lm_import.add_argument("--overwrite", action="store_true", help="replace an existing task file")
     p_lm_import.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 

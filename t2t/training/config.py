@@ -34,7 +34,8 @@ class TrainConfig:
     adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon, added to the root of the "
                                 "second moment; far above the gradients' size it makes updates linear in them"})
     warmup_steps: int = field(default=20, metadata={"help": "linear warm-up steps"})
-    schedule: str = field(default="linear", metadata={"help": "decay after warm-up: linear, cosine or constant"})
+    schedule: str = field(default="linear", metadata={"help": "decay after warm-up: linear, cosine or constant",
+                                                             "choices": ("linear", "cosine", "constant")})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0 = off)"})
     seed: int = field(default=0, metadata={"help": "seed for the model init, LoRA, dropout and the mixture"})
     save_steps: int = field(default=100, metadata={"help": "checkpoint every N steps (0 = only at the end)"})
