@@ -21,6 +21,9 @@ script, Google's ``rouge_score``; docs/references.md, "Scoring"):
 ``rouge_l``      ROUGE-L F-measure from Google's ``rouge_score`` with ``use_stemmer=True``. Its tokenizer
                  keeps only ``[a-z0-9]`` after lowercasing, so non-Latin text scores 0 (SNI's
                  cross-lingual tokenizer is not implemented).
+``cot_exact_match`` chain of thought: the answer extracted from each text by the CoT rule (the text after the
+                 last "the answer is" / "answer:" / "####", first line, trailing period dropped; no marker: the
+                 whole text; :mod:`t2t.tasks.cot`), then ``exact_match``: ``"... So the answer is (C)."`` vs ``C``.
 ``bleu``         sacrebleu corpus BLEU (13a tokenizer, exp smoothing) with every reference of an
                  example; examples may have different numbers of references. Corpus-level, so not an
                  average of sentence scores, and a sentence shorter than 4 tokens has no 4-grams.
@@ -38,6 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from t2t.errors import T2TError
+from t2t.tasks.cot import extract_answer
 
 Predictions = Sequence[str]
 References = Sequence[Sequence[str]]
@@ -91,6 +95,10 @@ def _squad_em(prediction: str, reference: str) -> float:
     return float(normalize_squad(prediction) == normalize_squad(reference))
 
 
+def _cot_exact_match(prediction: str, reference: str) -> float:
+    return float(normalize_sni(extract_answer(prediction)) == normalize_sni(extract_answer(reference)))
+
+
 def _rouge_l_examples(predictions: Predictions, references: References) -> list[float]:
     # Imported here: rouge_score pulls in nltk, which is slow to import and only needed for ROUGE.
     from rouge_score import rouge_scorer
@@ -134,6 +142,8 @@ METRICS: dict[str, Metric] = {
         Metric("exact_match", "SNI-normalised exact match (articles kept)", _max_over_references(_exact_match)),
         Metric("squad_em", "SQuAD-normalised exact match (articles removed)", _max_over_references(_squad_em)),
         Metric("f1", "SQuAD token F1, max over references", _max_over_references(token_f1)),
+        Metric("cot_exact_match", "exact match of the answers extracted by the CoT rule",
+               _max_over_references(_cot_exact_match)),
         Metric("rouge_l", "ROUGE-L F-measure, stemmed, max over references", _rouge_l_examples),
         Metric("bleu", "sacrebleu corpus BLEU, multiple references", corpus=bleu),
     )

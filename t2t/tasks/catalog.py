@@ -1,5 +1,8 @@
 """The catalog of hub tasks, generated from the task files: docs/catalog.md's table is this module's output.
 
+It lists the tasks tagged ``hub`` (the FLAN 2021 / T0 catalog) and ``cot`` (the chain-of-thought tasks of the Flan
+Collection's CoT submix, :mod:`t2t.tasks.cot`; tagged apart so that the hub mixtures do not select them).
+
     python -m t2t.tasks catalog                    # the Markdown table (task, cluster, source, splits, templates)
     python -m t2t.tasks catalog --json
     python -m t2t.tasks catalog --check docs/catalog.md  # exit 2 if its table is not what the files say
@@ -18,6 +21,7 @@ from typing import Any
 
 from t2t.atomic import write_text
 from t2t.errors import T2TError
+from t2t.tasks.cot import is_cot_task
 from t2t.tasks.registry import TaskRegistry
 from t2t.tasks.task import Task
 
@@ -42,26 +46,34 @@ def splits_text(task: Task) -> str:
     return ", ".join(k if k == v else f"{k}: {v}" for k, v in task.splits.items())
 
 
-def catalog_rows(registry: TaskRegistry, tag: str = "hub") -> list[dict[str, Any]]:
-    """One record per task with ``tag``, sorted by cluster then name."""
-    tasks = sorted((t for t in registry if tag in t.tags), key=lambda t: (t.cluster, t.name))
+CATALOG_TAGS = ("hub", "cot")
+
+
+def catalog_rows(registry: TaskRegistry, tags: str | tuple[str, ...] = CATALOG_TAGS) -> list[dict[str, Any]]:
+    """One record per task with any of ``tags``, sorted by cluster then name."""
+    tags = (tags,) if isinstance(tags, str) else tuple(tags)
+    tasks = sorted((t for t in registry if set(tags) & set(t.tags)), key=lambda t: (t.cluster, t.name))
     return [{"name": t.name, "cluster": t.cluster, "source": source_text(t), "source_id": t.source_id,
              "splits": dict(t.splits), "splits_text": splits_text(t), "templates": len(t.templates),
-             "inverted": sum(1 for i in t.templates.values() if i.inverted)} for t in tasks]
+             "inverted": sum(1 for i in t.templates.values() if i.inverted), "cot": is_cot_task(t.tags)}
+            for t in tasks]
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The catalog table in Markdown, with a one-line count of tasks, datasets and clusters above it."""
     datasets = {r["source_id"] for r in rows}
     clusters = {r["cluster"] for r in rows}
-    lines = [f"{len(rows)} tasks over {len(datasets)} hub datasets in {len(clusters)} clusters "
-             "(tasks that share a dataset share a source id and always fall on the same side of a held-out split).",
+    cot = sum(1 for r in rows if r.get("cot"))
+    lines = [f"{len(rows)} tasks over {len(datasets)} hub datasets in {len(clusters)} clusters"
+             + (f", {cot} of them chain-of-thought (CoT)" if cot else "")
+             + " (tasks that share a dataset share a source id and always fall on the same side of a held-out split).",
              "",
              "| task | cluster | source | splits | templates |",
              "| --- | --- | --- | --- | --- |"]
     for r in rows:
         templates = f"{r['templates']}" + (f" ({r['inverted']} inverted)" if r["inverted"] else "")
-        lines.append(f"| {r['name']} | {r['cluster']} | {r['source']} | {r['splits_text']} | {templates} |")
+        name = f"{r['name']} (CoT)" if r.get("cot") else r["name"]
+        lines.append(f"| {name} | {r['cluster']} | {r['source']} | {r['splits_text']} | {templates} |")
     return "\n".join(lines)
 
 
@@ -86,8 +98,8 @@ def current_table(text: str, where: str = "docs/catalog.md") -> str:
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``catalog`` on the ``python -m t2t.tasks`` subcommands."""
     p = sub.add_parser("catalog", help="the catalog table of the hub tasks, from their files (docs/catalog.md)")
-    p.add_argument("--tag", default="hub", metavar="TAG",
-                   help="the tag of the tasks to list (default %(default)s)")
+    p.add_argument("--tag", action="append", default=[], metavar="TAG",
+                   help=f"list the tasks with this tag (repeatable; default {', '.join(CATALOG_TAGS)})")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--markdown", action="store_true", help="print the Markdown table (the default)")
     what.add_argument("--json", action="store_true", help="print the records as JSON")
@@ -101,9 +113,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """``catalog``: print, check or write the table."""
-    rows = catalog_rows(TaskRegistry.load(args.task_dir), args.tag)
+    tags = tuple(args.tag) or CATALOG_TAGS
+    rows = catalog_rows(TaskRegistry.load(args.task_dir), tags)
     if not rows:
-        raise T2TError(f"no task has tag '{args.tag}'")
+        raise T2TError(f"no task has tag {' or '.join(repr(t) for t in tags)}; see python -m t2t.tasks list")
     table = markdown(rows)
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -51,7 +51,7 @@ KNOWN_FIELDS = {
     "name", "cluster", "description", "source", "splits", "limit", "choices", "answer",
     "references", "metrics", "example", "templates", "tags", "promptsource",
 }
-KNOWN_METRICS = ("accuracy", "exact_match", "squad_em", "f1", "rouge_l", "bleu")
+KNOWN_METRICS = ("accuracy", "exact_match", "squad_em", "f1", "rouge_l", "bleu", "cot_exact_match")
 TEMPLATE_META_FIELDS = {"inverted", "description", "choices"}
 
 
