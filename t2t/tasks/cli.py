@@ -9,6 +9,7 @@
     python -m t2t.tasks catalog [--markdown | --json | --check docs/catalog.md | --write docs/catalog.md]
     python -m t2t.tasks export-lm-eval TASK... --out DIR [--split S] [--limit N] [--seed K] [--overwrite]
     python -m t2t.tasks import-lm-eval TASK.yaml... --cluster C [--out DIR] [--name N] [--overwrite]
+    python -m t2t.tasks import-alpaca | import-sharegpt | import-messages FILE --out DIR --name N --cluster C
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from t2t.atomic import write_text
 from t2t.errors import T2TError, run_cli
 from t2t.tasks import catalog, sources
 from t2t.tasks.config import COMMAND, TasksConfig
-from t2t.tasks.importers import lm_eval, sni
+from t2t.tasks.importers import chat_formats, lm_eval, sni
 from t2t.tasks.importers.promptsource import import_collection
 from t2t.tasks.registry import TaskRegistry, task_dirs
 from t2t.tasks.runtime import TEXT_VAR_LENGTH
@@ -199,6 +200,19 @@ def import_lm_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def import_chat(args: argparse.Namespace) -> int:
+    """``import-alpaca``, ``import-sharegpt``, ``import-messages``: instruction or chat data as a task file
+    and its JSON Lines data (t2t.tasks.importers.chat_formats)."""
+    fmt = args.command.removeprefix("import-")
+    done = chat_formats.import_file(fmt, args.path, args.out, args.name, args.cluster, args.task_dir,
+                                    args.overwrite)
+    print(f"wrote {done.task_file} and {done.data_file} ({done.rows} rows from {done.records} records)")
+    if done.skipped:
+        print(f"  left out {done.skipped} rows holding '|||' (t2t's input/target separator)")
+    print(f"check it with: python -m t2t.tasks check {done.task_file}")
+    return 0
+
+
 def list_tasks(args: argparse.Namespace) -> int:
     """``list``: one line (or JSON record) per task, by cluster."""
     registry = TaskRegistry.load(args.task_dir)
@@ -274,7 +288,8 @@ def check_files(args: argparse.Namespace) -> int:
 
 COMMANDS = {"list": list_tasks, "show": show_task, "render": render_task, "check": check_files,
             "import": import_promptsource, "import-sni": import_sni, "catalog": catalog.run,
-            "export-lm-eval": export_lm_eval, "import-lm-eval": import_lm_eval}
+            "export-lm-eval": export_lm_eval, "import-lm-eval": import_lm_eval,
+            **{f"import-{fmt}": import_chat for fmt in chat_formats.FORMATS}}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_browse_commands(sub)
     _add_import_commands(sub)
+    _add_chat_import_commands(sub)
     catalog.add_parser(sub)  # docs/catalog.md's table (t2t.tasks.catalog)
     return parser
 
@@ -362,6 +378,23 @@ def _add_import_commands(sub: argparse._SubParsersAction) -> None:
     p_lm_import.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
+CHAT_FORMATS = {"alpaca": "alpaca JSON or JSON Lines ({instruction, input, output})",
+                "sharegpt": "sharegpt conversations ({conversations: [{from, value}]})",
+                "messages": "OpenAI chat fine-tuning JSON Lines ({messages: [{role, content}]})"}
+
+
+def _add_chat_import_commands(sub: argparse._SubParsersAction) -> None:
+    """``import-alpaca``, ``import-sharegpt``, ``import-messages``: instruction and chat data files."""
+    for fmt, what in CHAT_FORMATS.items():
+        p = sub.add_parser(f"import-{fmt}", help=f"convert {what} into a task file and its data")
+        p.add_argument("path", metavar="FILE", help=f"the {fmt} data file")
+        p.add_argument("--out", required=True, metavar="DIR", help="folder for the task file (and its data/ folder)")
+        p.add_argument("--name", metavar="NAME", help="task name (default: the file's name)")
+        p.add_argument("--cluster", required=True, metavar="CLUSTER", help="the task's cluster, e.g. chat")
+        p.add_argument("--overwrite", action="store_true", help="replace this task's earlier files")
+        add_task_dir_option(p)  # the names of the tasks there (and the built-ins) are not reused
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(args, "save_config"):  # a subcommand that reads tasks: defaults < --config < flags
@@ -369,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.task_dir = list(cfg.registry.task_dir)
         if args.save_config:
             configs.save(cfg, args.save_config)
-    if args.command not in ("import", "import-sni", "import-lm-eval"):  # the other commands may load rows
+    if not args.command.startswith("import"):  # the other commands may load rows
         quiet_datasets()
     return COMMANDS[args.command](args)
 
