@@ -43,6 +43,9 @@ class EvalModelConfig(ModelConfig):
     allow_revision_mismatch: bool = field(default=False, metadata={
         "help": "score adapters on another revision of their base than they were trained on",
         "metavar": "[BOOL]"})
+    allow_other_base: bool = field(default=False, metadata={
+        "help": "score adapters on a base whose weights hash differs from the one their run recorded (noted in "
+                "the report); an adapter that would lose tensors is refused even so", "metavar": "[BOOL]"})
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,9 @@ from t2t.evaluation.prompts import Exemplars, Prompt, build_prompts, pick_split
 from t2t.evaluation.report import Report, Score, plot_bars, render_markdown, summarize, to_dict
 from t2t.evaluation.significance import ExampleScores, paired_bootstrap
 from t2t.evaluation.significance import render_markdown as bootstrap_markdown
+from t2t.modeling.adapter_base import check_adapter_base
 from t2t.modeling.config import DEFAULT_MODEL
+from t2t.modeling.provenance import record, summary_line
 from t2t.tasks import sources
 from t2t.tasks.fewshot import FEW_SHOT_SEP, FEW_SHOT_XY
 from t2t.tasks.task import Task, warn
@@ -144,6 +146,7 @@ class EvalResult:
     notes: list[str] = field(default_factory=list)
     bootstrap: dict | None = None  # t2t.evaluation.significance.paired_bootstrap's result (2+ models)
     config: EvaluateConfig | None = None  # the resolved config, saved as config.yaml beside the report
+    provenance: dict | None = None  # t2t.modeling.provenance.record: base hash, adapters' hashes, machine
 
     def to_dict(self) -> dict[str, Any]:
         data = to_dict(self.report)
@@ -151,6 +154,8 @@ class EvalResult:
                      "versions": library_versions(), "notes": self.notes})
         if self.bootstrap is not None:
             data["paired_bootstrap"] = self.bootstrap
+        if self.provenance is not None:
+            data["provenance"] = self.provenance
         if self.samples is not None:
             data["samples"] = self.samples
         return data
@@ -159,6 +164,8 @@ class EvalResult:
         head = (f"# t2t evaluation\n\n{self.settings['num_shots']}-shot, split {self.settings['split']}, "
                 f"limit {self.settings['limit']}, seed {self.settings['seed']}; task = median over templates "
                 "±std (min–max); cluster and all = mean of task medians.\n\n")
+        if self.provenance is not None:  # what the numbers depend on (issue #28): base weights and machine
+            head += summary_line(self.provenance) + "\n\n"
         scoring = self.settings.get("choice_scoring", {})
         if scoring.get("convention") == "lm-eval":  # t2t's default is the unmarked case
             head += (f"Choices scored as lm-eval does: target_delimiter {scoring['target_delimiter']!r} + choice, "
@@ -206,9 +213,17 @@ def evaluate(config: EvaluateConfig, tasks: Sequence[Task], adapters: Mapping[st
     if len(set(labels)) != len(labels):
         raise T2TError(f"model labels must differ, got {labels}; name adapters with --adapter LABEL=DIR")
     base = load_base(config, model_name)
+    paths = {label: str(adapters[label]) for label in labels[1:]}
+    prov = record(base.path, base.revision, base.name, paths, base.device)
+    # each adapter on the base it was trained on (by weights hash), before any model is scored
+    notes = [n for p in paths.values() if (n := check_adapter_base(p, prov["base"], allow_other_base=
+                                                                   config.model.allow_other_base))]
     plans = plan_tasks(config, tasks, base.tokenizer)
-    scored = score_models(config, base, plans, labels, {label: str(adapters[label]) for label in labels[1:]})
-    return assemble(config, base, plans, labels, scored)
+    scored = score_models(config, base, plans, labels, paths)
+    result = assemble(config, base, plans, labels, scored)
+    result.notes += notes
+    result.provenance = prov
+    return result
 
 
 @dataclass

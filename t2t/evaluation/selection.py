@@ -76,10 +76,8 @@ def resolve_from_runs(cfg: EvaluateConfig, runs: Sequence[AdapterRun]) -> Evalua
     """Fill the defaults that come from the adapters' runs: base model, task folders, output folder."""
     bases = {r.base_model for r in runs if r.base_model}
     values: dict[str, Any] = {}
-    if cfg.model.model is None:
+    if cfg.model.model is None:  # another base than an adapter's is refused once it is built (adapter_base)
         values["model"] = next(iter(bases)) if len(bases) == 1 else DEFAULT_MODEL
-    elif bases - {cfg.model.model}:
-        warn(f"--model {cfg.model.model}, but the adapters were trained on {', '.join(sorted(bases))}")
     revision = base_revision(cfg, runs, values.get("model", cfg.model.model))
     if revision != cfg.model.revision:
         values["revision"] = revision

@@ -42,16 +42,20 @@ def trained_base(adapter_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The base identity the adapter's run recorded: ``provenance.json`` beside the adapter folder, else the
     hash of the ``resolved_model`` folder its ``config.json`` names (when that folder still exists)."""
     run = Path(adapter_dir).resolve().parent
+    if run.name == "snapshots":  # <run>/snapshots/step-N: an adapter saved during the run
+        run = run.parent
     prov = _read_json(run / RUN_FILE)
     if prov is not None and isinstance(prov.get("base"), dict) and prov["base"].get("weights_sha256"):
         return prov["base"]
-    config = _read_json(run / "config.json")
-    resolved = (config or {}).get("resolved_model")
+    config = _read_json(run / "config.json") or {}
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    resolved = config.get("resolved_model")
     if isinstance(resolved, str) and Path(resolved).is_dir():
-        revision = ((config or {}).get("model") or {}).get("revision")
-        found = base_identity(resolved, revision)
-        return found if found.get("weights_sha256") else None
-    return None
+        found = base_identity(resolved, model.get("revision"), model.get("model"))
+        if found.get("weights_sha256"):
+            return found
+    # only the name is known: compared by name (a run of an older t2t, or one whose base folder is gone)
+    return {"model": model["model"], "weights_sha256": None} if isinstance(model.get("model"), str) else None
 
 
 def check_adapter_base(adapter_dir: str | os.PathLike[str], base: dict[str, Any], *,
@@ -66,13 +70,16 @@ def check_adapter_base(adapter_dir: str | os.PathLike[str], base: dict[str, Any]
     if trained is None:
         return (f"adapter {adapter_dir}: its training base is not recorded (no {RUN_FILE} beside it), so it "
                 "cannot be checked that it is scored on that base")
-    if current is None:
-        return (f"adapter {adapter_dir}: the hash of base {base.get('model')} is unknown ({base.get('why')}), so "
-                "it cannot be checked against the base the adapter was trained on")
-    if trained["weights_sha256"] == current:
+    if trained["weights_sha256"] is None or current is None:
+        if trained.get("model") in (base.get("model"), base.get("path")):
+            return (f"adapter {adapter_dir}: trained on {trained.get('model')}, but the weights hash of one side "
+                    "is unknown, so it cannot be checked that they are the same weights")
+        text = f"adapter {adapter_dir} was trained on --model {trained.get('model')}, not {base.get('model')}"
+    elif trained["weights_sha256"] == current:
         return None
-    text = (f"adapter {adapter_dir} was trained on {trained.get('model')} with weights sha256 "
-            f"{trained['weights_sha256'][:16]}, but base {base.get('model')} has weights sha256 {current[:16]}")
+    else:
+        text = (f"adapter {adapter_dir} was trained on {trained.get('model')} with weights sha256 "
+                f"{trained['weights_sha256'][:16]}, but base {base.get('model')} has weights sha256 {current[:16]}")
     if not allow_other_base:
         raise T2TError(f"{text}: its scores would belong to neither; use the base it was trained on (rebuilt "
                        f"bases differ from machine to machine: docs/reliability.md), or pass {flag}")
@@ -91,14 +98,15 @@ def check_adapter_loaded(model: Any, adapter_dir: str | os.PathLike[str], name: 
     else one T2TError naming how many were dropped and the first of them.
 
     peft saves an adapter's tensors under the model's names without the adapter's name
-    (``...q.lora_A.default.weight`` is saved as ``...q.lora_A.weight``), so the loaded names are mapped
+    (``...q.lora_A.default.weight`` is saved as ``...q.lora_A.weight``; a ``modules_to_save`` copy loses
+    ``modules_to_save.default`` too: peft's ``set_peft_model_state_dict``), so the loaded names are mapped
     the same way before comparing."""
     folder = Path(adapter_dir)
     loaded = set()
     for key, _ in [*model.named_parameters(), *model.named_buffers()]:
         parts = key.split(".")
         if name in parts:
-            loaded.add(".".join(p for p in parts if p != name))
+            loaded.add(".".join(p for p in parts if p not in (name, "modules_to_save")))
     dropped = [k for k in _saved_keys(folder) if k not in loaded]
     if dropped:
         raise T2TError(f"--adapter {adapter_dir}: {len(dropped)} of its tensors have no place in this base model "

@@ -25,6 +25,7 @@ import torch
 from safetensors import SafetensorError
 
 from t2t.errors import T2TError
+from t2t.modeling.adapter_base import check_adapter_loaded
 from t2t.modeling.architecture import ALL_LINEAR, lora_target_modules
 from t2t.modeling.config import DEFAULT_MODEL
 from t2t.modeling.family import model_family
@@ -253,7 +254,9 @@ def load_adapter(model: torch.nn.Module, adapter_dir: str, name: str = "default"
 
     config = check_adapter(adapter_dir)
     with _adapter_errors(adapter_dir, config):
-        return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name, is_trainable=False)
+        wrapped = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name, is_trainable=False)
+    check_adapter_loaded(wrapped, adapter_dir, name)  # peft drops tensors with no target in this base silently
+    return wrapped
 
 
 def add_adapter(model: Any, adapter_dir: str, name: str) -> None:
@@ -261,6 +264,7 @@ def add_adapter(model: Any, adapter_dir: str, name: str) -> None:
     config = check_adapter(adapter_dir)
     with _adapter_errors(adapter_dir, config):
         model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
+    check_adapter_loaded(model, adapter_dir, name)
 
 
 def choose_precision(wanted: str) -> str:

@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from t2t import atomic
 from t2t.errors import T2TError
 from t2t.modeling.cache import weights_hash
 from t2t.modeling.integrity import recorded_checksums, sha256_file
@@ -133,3 +134,17 @@ def summary_line(prov: Mapping[str, Any]) -> str:
     where = m.get("gpu") or f"{m.get('cpu')}{family}, torch CPU kernels {m.get('torch_cpu_capability', '?')}"
     return (f"Base {base.get('model')}: {weights}; machine: {where}, {m.get('torch_threads')} torch threads; "
             f"torch {v.get('torch')}, transformers {v.get('transformers')}, peft {v.get('peft')}.")
+
+
+def write_run_provenance(run_dir: Path, base_path: str, revision: str | None, name: str | None,
+                         device: str | None, tuned_dir: Path | None = None) -> dict[str, Any]:
+    """``<run>/provenance.json`` of a t2t.finetune run: :func:`record` of its base and machine, written when
+    the run starts; with ``tuned_dir`` (once the adapter or model is saved), its sha256 too."""
+    prov = record(base_path, revision, name, device=device)
+    if tuned_dir is not None:
+        if (tuned_dir / "adapter_model.safetensors").is_file():
+            prov["adapters"] = {tuned_dir.name: {"path": str(tuned_dir), "sha256": adapter_sha256(tuned_dir)}}
+        else:  # --method full: the whole model, hashed as a base is
+            prov["tuned_model"] = {"path": str(tuned_dir), **weights_hash(tuned_dir)}
+    atomic.write_json(run_dir / RUN_FILE, prov, default=str)
+    return prov

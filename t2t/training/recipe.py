@@ -30,6 +30,7 @@ from t2t.modeling.family import model_family
 from t2t.modeling.integrity import record_checksums
 from t2t.modeling.loading import apply_lora, choose_precision, load_adapter, load_model, load_tokenizer, resolve_model
 from t2t.modeling.loss import loss_for_model
+from t2t.modeling.provenance import write_run_provenance
 from t2t.tasks import sources
 from t2t.tasks.task import Example
 from t2t.training.config import FinetuneConfig
@@ -188,6 +189,9 @@ class FinetuneRecipe:
         write_json(self.out / "versions.json", {**library_versions(), "processes": self.world,
                                                 "trainable_params": n_trainable, "total_params": n_total},
                    default=str)
+        # the base's weights hash and the machine: what the adapter's numbers depend on (evaluate checks the base)
+        write_run_provenance(self.out, self.model_path, self.cfg.model.revision, self.cfg.model.model,
+                             str(self.accelerator.device))
 
     # -- train -------------------------------------------------------------------------------------
     def train(self) -> None:
@@ -298,6 +302,8 @@ class FinetuneRecipe:
             with self._writing(f"{tuned_dir.name}/"):
                 save_final(self.model, self.tokenizer, tuned_dir,
                            merge_dir=self.out / "merged" if self.t.merge else None, state_dict=state)
+                write_run_provenance(self.out, self.model_path, self.cfg.model.revision, self.cfg.model.model,
+                                     str(self.accelerator.device), tuned_dir)
         self.accelerator.wait_for_everyone()
         heldout = [h["name"] for h in self.manifest["heldout"]["tasks"]]
         return {"is_main": self.is_main, "tuned_dir": str(tuned_dir), "heldout": heldout,

@@ -323,7 +323,7 @@ def test_cli_defaults_from_the_run_and_outputs(env, capsys):
     assert saved == data["config"]["resolved"]
     assert saved["model"] == {"model": env["model"], "attn_implementation": "eager", "precision": "fp32",
                               "revision": None, "device": "auto", "adapter": [str(adapter)],
-                              "allow_revision_mismatch": False}
+                              "allow_revision_mismatch": False, "allow_other_base": False}
     assert saved["tasks"]["task_dir"] == [str(env["tasks"])] and saved["tasks"]["limit"] == 3
     assert saved["scoring"]["log_samples"] is True and saved["output"]["progress"] is False
     assert saved["output"]["output_dir"] == str(out_dir)
