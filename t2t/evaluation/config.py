@@ -100,6 +100,10 @@ class ScoringConfig:
         "help": "text between input and choice: lm-eval's target_delimiter under --choice-scoring lm-eval; for a "
                 "causal model also the delimiter its training put before the target (t2t scoring, generation)",
         "metavar": "TEXT", "shown": "the adapter run's, else ' ', lm-eval's default"})
+    cot: bool = field(default=False, metadata={
+        "help": "chain of thought: a task without rationales gets \"Let's think step by step.\" after its input, is "
+                "generated rather than ranked and scored by the answer its output gives (cot_exact_match); CoT tasks "
+                "(tag cot) always reason, with --num-shots their exemplars carry rationales", "metavar": "[BOOL]"})
     chat_template: bool | None = field(default=None, metadata={
         "help": "causal models: render each input through the tokenizer's chat template (user turn) and score or "
                 "generate the assistant turn, as --chat-template trained it", "metavar": "BOOL",

@@ -1,5 +1,6 @@
 """Evaluation prompts: one task's rows rendered with one template, zero-shot or k-shot (FLAN style).
 
+With ``--cot`` a task without rationales gets the zero-shot CoT trigger after its input (t2t.tasks.cot).
 k-shot prompts prepend k exemplars from the train split, ``x + "\\n\\n" + y`` each, joined and followed by
 ``"\\n\\n\\n"``; exemplars are drawn per (seed, task, template, split, row), never the example itself nor
 a row that renders the same input; the farthest are dropped first when the prompt is too long.
@@ -15,6 +16,7 @@ from typing import Any
 from t2t.errors import T2TError
 from t2t.seeds import stable_seed
 from t2t.tasks import sources
+from t2t.tasks.cot import is_cot_task, zero_shot_cot_input
 from t2t.tasks.fewshot import few_shot_input
 from t2t.tasks.task import Example, Task, warn
 
@@ -82,12 +84,19 @@ class Exemplars:
 
 def build_prompts(task: Task, rows: Sequence[Mapping[str, Any]], split: str, template: str, *,
                   num_shots: int = 0, seed: int = 0, exemplars: Exemplars | None = None,
-                  fits: Callable[[str], bool] | None = None) -> tuple[list[Prompt], int]:
+                  fits: Callable[[str], bool] | None = None, cot: bool = False) -> tuple[list[Prompt], int]:
     """Prompts for ``rows`` (row i of ``split``) with one template, and how many rows it declined.
 
     With ``num_shots`` each prompt is ``x1 + "\\n\\n" + y1 + "\\n\\n\\n" + ... + x``; ``fits`` (prompt ->
-    bool) drops the farthest exemplars until the prompt fits.
+    bool) drops the farthest exemplars until the prompt fits. With ``cot``, a task that is not a CoT task is
+    prompted for zero-shot CoT (:func:`t2t.tasks.cot.zero_shot_cot_input`); its exemplars would carry no
+    rationale, so ``num_shots`` is refused for it. A CoT task's prompts are the same either way.
     """
+    zero_shot_cot = cot and not is_cot_task(task.tags)
+    if zero_shot_cot and num_shots:
+        raise T2TError(f"--cot --num-shots {num_shots}: task '{task.name}' has no rationales for its exemplars to "
+                       "show (only CoT tasks, tag cot, have them); score it with --cot --num-shots 0 (zero-shot CoT) "
+                       "or without --cot")
     if num_shots and exemplars is None:
         exemplars = Exemplars(task, seed)
     prompts, skipped = [], 0
@@ -96,6 +105,8 @@ def build_prompts(task: Task, rows: Sequence[Mapping[str, Any]], split: str, tem
         if query is None:
             skipped += 1
             continue
+        if zero_shot_cot:
+            query = replace(query, input=zero_shot_cot_input(query.input))
         shots = exemplars.draw(template, query, split, num_shots) if num_shots else []
         while True:
             text = few_shot_input(((s.input, s.target) for _, s in shots), query.input)

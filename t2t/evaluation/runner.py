@@ -32,12 +32,14 @@ from t2t.modeling.adapter_base import check_adapter_base
 from t2t.modeling.config import DEFAULT_MODEL
 from t2t.modeling.provenance import record, summary_line
 from t2t.tasks import sources
+from t2t.tasks.cot import is_cot_task
 from t2t.tasks.fewshot import FEW_SHOT_SEP, FEW_SHOT_XY
 from t2t.tasks.task import Task, warn
 from t2t.versions import library_versions
 
 GEN_MARGIN = 8  # extra new tokens beyond the longest reference
 GEN_FALLBACK = 32
+COT_NEW_TOKENS = 128  # --cot on a task without rationales: the reasoning's budget (Kojima et al. 2022: 128)
 OUTPUT_FILES = ("report.md", "results.json", "report.png", "config.yaml")
 
 
@@ -53,13 +55,16 @@ class TaskPlan:
     prompts: dict[str, list[Prompt]]  # template -> prompts
     skipped: dict[str, int]
     max_new_tokens: int | None = None  # generation tasks only
+    cot: bool = False  # --cot on a task without rationales: generated, scored by the answer it extracts
 
     @property
     def kind(self) -> str:
-        return "choices" if self.task.has_choices else "generation"
+        return "choices" if self.task.has_choices and not self.cot else "generation"
 
     @property
     def metrics(self) -> list[str]:
+        if self.cot:
+            return ["cot_exact_match"]  # t2t.tasks.cot's answer rule, then exact match
         if self.kind == "generation":
             return list(self.task.metrics)
         return ["acc", "acc_norm"] + [m for m in self.task.metrics if m != "accuracy"]
@@ -303,15 +308,19 @@ def plan_tasks(config: EvaluateConfig, tasks: Sequence[Task], tokenizer: Any) ->
         for template in task.scored_templates():
             prompts[template], skipped[template] = build_prompts(
                 task, rows, task_split, template, num_shots=s.num_shots, seed=s.seed, exemplars=exemplars,
-                fits=fits)
+                fits=fits, cot=s.cot)
         if not any(prompts.values()):
             warn(f"task '{task.name}': no example rendered from split '{task_split}'; it is left out")
             continue
-        plan = TaskPlan(task, task_split, prompts, skipped)
+        plan = TaskPlan(task, task_split, prompts, skipped, cot=s.cot and not is_cot_task(task.tags))
         if plan.kind == "generation":
+            # a CoT task's references are bare answers: its budget is the longest target, rationale included
+            reasons = is_cot_task(task.tags)
             longest = max((len(tokenizer(r, add_special_tokens=False)["input_ids"])
-                           for ps in prompts.values() for p in ps for r in p.example.references), default=0)
-            plan.max_new_tokens = s.max_new_tokens or (longest + GEN_MARGIN if longest else GEN_FALLBACK)
+                           for ps in prompts.values() for p in ps
+                           for r in ((p.example.target,) if reasons else p.example.references)), default=0)
+            fallback = COT_NEW_TOKENS if plan.cot else (longest + GEN_MARGIN if longest else GEN_FALLBACK)
+            plan.max_new_tokens = s.max_new_tokens or fallback
         plans.append(plan)
     if not plans:
         raise T2TError("none of the selected tasks has an example to score")
@@ -358,7 +367,7 @@ def assemble(config: EvaluateConfig, base: Base, plans: Sequence[TaskPlan], labe
                  if s.bootstrap and len(labels) > 1 else None)
     settings = {"model": base.name, "model_path": base.path, "split": t.split, "num_shots": s.num_shots,
                 "limit": t.limit, "batch_size": base.batch_size, "max_input_len": s.max_input_len,
-                "max_new_tokens": s.max_new_tokens, "num_beams": s.num_beams, "seed": s.seed,
+                "max_new_tokens": s.max_new_tokens, "num_beams": s.num_beams, "seed": s.seed, "cot": s.cot,
                 "device": base.device, "precision": config.model.precision,
                 "few_shot_format": {"xy": FEW_SHOT_XY, "separator": FEW_SHOT_SEP}, "bootstrap": s.bootstrap,
                 "choice_scoring": choice_scoring(r["choice_scoring"], r["target_delimiter"], r["family"],

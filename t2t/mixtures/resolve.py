@@ -409,7 +409,8 @@ def resolve(spec: MixtureSpec | str, tasks: TaskRegistry, mixtures: MixtureRegis
     for name in sorted(shares):
         task, own = tasks.get(name), owner[name]
         entries.append(MixtureTask(task, r.size(task, own), shares[name],
-                                   own.templates.templates_for(task, own.where), own.templates, own.train_limit))
+                                   own.templates.templates_for(task, own.where),
+                                   own.templates.for_task(task, own.where), own.train_limit))
     by_source: dict[str, list[str]] = {}
     for h in held.values():
         by_source.setdefault(h.source_id, []).append(h.name)

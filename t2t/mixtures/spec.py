@@ -22,6 +22,7 @@ A mixture is one YAML file in ``task_registry/`` (more folders: ``--mixture-dir 
       use: all                            # or scored (skip inverted templates)
       subset: {sentiment_movie: [review_polarity, sentiment_of]}
       variants: {zero_shot: 0.7, zero_shot_no_options: 0.1, few_shot: 0.2}
+      #         CoT tasks (tag cot) also: zero_shot_cot, few_shot_cot (see TemplatePolicy.for_task)
       few_shot_k: 2
     stop: infinite                # first_exhausted | all_exhausted | all_exhausted_without_replacement
 
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,17 @@ import yaml
 from t2t import yamlsafe
 from t2t.builtin import builtin_dir
 from t2t.errors import T2TError
+from t2t.tasks.cot import COT_TAG, is_cot_task
 from t2t.tasks.registry import NamedFiles, find_files, read_each, search_dirs, suggest
 from t2t.tasks.task import Task
 
 BUILTIN_MIXTURES = builtin_dir("task_registry")
 STRATEGIES = ("proportional", "temperature", "equal")
 STOP_POLICIES = ("infinite", "first_exhausted", "all_exhausted", "all_exhausted_without_replacement")
-VARIANTS = ("zero_shot", "zero_shot_no_options", "few_shot", "few_shot_no_options")
+VARIANTS = ("zero_shot", "zero_shot_no_options", "few_shot", "few_shot_no_options", "zero_shot_cot", "few_shot_cot")
+# The Flan Collection's CoT settings (google-research/FLAN flan/v2/mixtures.py: the CoT submix comes as cot_zsopt and
+# cot_fsopt, zero-shot and few-shot, no no-options form): they apply to CoT tasks only (t2t.tasks.cot).
+COT_VARIANTS = ("zero_shot_cot", "few_shot_cot")
 CHOOSE = ("round_robin", "random")
 TRAIN_SPLIT = "train"
 
@@ -107,6 +112,26 @@ class TemplatePolicy:
             raise T2TError(f"{where}: task '{task.name}' has no template to train on with templates.use: "
                            f"{self.use}; use 'all' or list a subset")
         return tuple(names)
+
+    def for_task(self, task: Task, where: str) -> TemplatePolicy:
+        """This policy as ``task`` draws it: the variant shares that apply to it, renormalised.
+
+        The CoT variants render a task's own templates with rationales (zero-shot, or after k exemplars of the same
+        template, rationales included), so they apply only to CoT tasks (tag ``cot``); a task without one skips
+        them and its draws go to the other variants in their proportions. A CoT task takes every variant: its
+        templates always reason, so ``zero_shot`` and ``zero_shot_cot`` render alike for it (and ``few_shot`` like
+        ``few_shot_cot``; it has no choices, so no options to leave out). A task to which none of the mixture's
+        variants applies is refused, naming it.
+        """
+        if is_cot_task(task.tags) or not set(self.variants) & set(COT_VARIANTS):
+            return self
+        shares = {k: v for k, v in self.variants.items() if k not in COT_VARIANTS}
+        if not shares:
+            raise T2TError(f"{where}, field 'templates.variants': task '{task.name}' ({task.path}) has no rationale "
+                           f"(no tag {COT_TAG}), so the CoT variants ({', '.join(self.variants)}) do not apply to "
+                           "it; give a share to zero_shot / few_shot too, or exclude the task")
+        total = sum(shares.values())
+        return replace(self, variants={k: v / total for k, v in shares.items()})
 
     def as_dict(self) -> dict[str, Any]:
         return {"choose": self.choose, "use": self.use,

@@ -29,6 +29,9 @@ seqio's silent "first exhausted" surprised its users, seqio #513):
 
 Few-shot variants (FLAN v2) prepend k exemplars rendered from other train rows with the same template:
 ``x1 + "\\n\\n" + y1 + "\\n\\n\\n" + ... + "\\n\\n\\n" + x``; the target is the example's own.
+The CoT variants (``zero_shot_cot``, ``few_shot_cot``) render like ``zero_shot`` / ``few_shot``: they are drawn
+only for CoT tasks, whose templates' targets (and so the few-shot exemplars) carry the rationale
+(:meth:`t2t.mixtures.spec.TemplatePolicy.for_task`).
 Renders are memoised per (task, row, template, variant), up to ``cache_size`` entries per process.
 Rows of local JSON Lines files are read by byte offset when drawn, not held (t2t/tasks/jsonlines.py).
 """
