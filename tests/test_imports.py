@@ -99,7 +99,7 @@ PROBE = textwrap.dedent("""
         json.dump({{"code": code, "heavy": heavy}}, f)
 """).format(heavy=repr(HEAVY))
 
-NAMES = ("finetune", "evaluate", "experiment", "mixture", "tasks")
+NAMES = ("finetune", "evaluate", "experiment", "mixture", "tasks", "predict")
 # `t2t NAME --help` goes through the console script's dispatch table (t2t/__main__.py) as well.
 COMMANDS = [("-", []), ("t2t", ["--help"])] + [(f"t2t.{name}", ["--help"]) for name in NAMES] + [
     ("t2t", [name, "--help"]) for name in NAMES]
