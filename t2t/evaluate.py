@@ -55,6 +55,7 @@ from pathlib import Path
 from t2t import config as configs
 from t2t.errors import run_cli
 from t2t.evaluation.adapter_runs import check_not_trained, read_adapter
+from t2t.evaluation import contamination
 from t2t.evaluation.config import COMMAND, EvaluateConfig, add_arguments, config_from_args, parse_bool_flags
 from t2t.evaluation.runner import OUTPUT_FILES, evaluate, write_outputs
 from t2t.evaluation.selection import resolve_from_runs, select_tasks
@@ -87,6 +88,17 @@ def demo_config(cfg: EvaluateConfig) -> EvaluateConfig:
     return cfg.override(mixture=DEMO_MIXTURE)
 
 
+def model_alone_note(model: str | None) -> str:
+    """What an evaluation without ``--adapter`` scores, in words: the base model only, or (a t2t.finetune
+    run's ``model/`` or ``merged/``) the tuned model itself."""
+    path = Path(str(model))
+    if path.name in ("model", "merged") and (path.parent / "config.json").is_file():
+        kind = "fully fine-tuned" if path.name == "model" else "merged (base + adapter)"
+        return f"no --adapter: scoring the {kind} model {model} of run {path.parent} on its own"
+    return (f"no --adapter: scoring the base model {model} only, with no fine-tuning; to score an adapter add "
+            "--adapter RUN/adapter (the folder python -m t2t.finetune printed)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = configs.parse_args(build_parser(), parse_bool_flags(argv), COMMAND)
@@ -103,10 +115,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     datasets.disable_progress_bars()
     tasks, chosen = select_tasks(cfg, runs)
     trained = check_not_trained(tasks, runs, cfg.tasks.allow_train_tasks)
+    overlap = contamination.check_tasks(cfg, tasks, chosen, runs) if cfg.tasks.contamination else None
+    alone = model_alone_note(cfg.model.model) if not runs else None
+    if alone:
+        print(f"note: {alone}", file=sys.stderr)  # first, before progress bars scroll it away
     print(f"evaluating {cfg.model.model}" + "".join(f" + {r.label} ({r.path})" for r in runs)
           + f" on {len(tasks)} task(s): {', '.join(t.name for t in tasks)}", file=sys.stderr)
     result = evaluate(cfg, tasks, {r.label: r.path for r in runs})
+    result.notes += [alone] if alone else []
     result.settings["selection"] = chosen
+    if overlap is not None:  # scores on clean and dirty rows apart (GPT-3 appendix C)
+        scores = contamination.split_scores(result.examples, overlap.dirty(), result.report.primary)
+        result.contamination = contamination.as_dict(overlap, scores)
+        result.contamination_markdown = contamination.render_markdown(overlap, scores)
     result.settings["argv"] = argv
     result.notes += [f"{label} was trained on {', '.join(names)}: not held-out" for label, names in trained.items()]
     paths = write_outputs(result, out)  # the four files renamed into place together, at the end

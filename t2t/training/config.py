@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from t2t import config as configs
@@ -52,6 +53,16 @@ class TrainConfig:
     overwrite: bool = field(default=False, metadata={"help": "allow writing into a non-empty output_dir"})
     merge: bool = field(default=False, metadata={"help": "also save the base model with the adapter merged in"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute activations in the backward pass instead of keeping them: less memory, about a "
+                "third more compute; same loss and gradients"})
+    report_to: tuple[str, ...] = field(default=("tensorboard",), metadata={
+        "help": "metric trackers besides metrics.jsonl (always written): tensorboard, wandb, mlflow, or none",
+        "metavar": "NAMES"})
+    push_to_hub: str | None = field(default=None, metadata={
+        "help": "after saving, upload the adapter (or model/) to this Hugging Face hub repo, with a model card; "
+                "token from HF_TOKEN or huggingface-cli login", "metavar": "REPO"})
+    hub_private: bool = field(default=False, metadata={"help": "create the --push-to-hub repo as private"})
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,11 @@ class FinetuneConfig:
             (t.save_steps >= 0 and t.eval_steps >= 0 and t.log_steps > 0,
              "save_steps and eval_steps must be >= 0, log_steps > 0"),
             (t.snapshot_steps >= 0, "snapshot_steps must be >= 0 (0 = no snapshots)"),
+            (not set(t.report_to) - set(TRACKERS) and not ("none" in t.report_to and len(t.report_to) > 1),
+             f"--report-to {','.join(t.report_to)}: choose from {', '.join(TRACKERS)} (comma-separated), "
+             "or none alone"),
+            (t.push_to_hub is None or t.push_to_hub.count("/") <= 1 and t.push_to_hub.strip("/ ") != "",
+             f"--push-to-hub {t.push_to_hub!r}: give a hub repo id, NAME or OWNER/NAME"),
         ]
         for ok, message in checks:
             if not ok:
@@ -114,6 +130,22 @@ class FinetuneConfig:
         for name, value, ok, message in ranges:
             if not ok:
                 raise T2TError(f"bad config: {configs.flag(name)} {value}: {message}")
+        if warmup_swallows_run(t):
+            raise T2TError(f"bad config: --warmup-steps {t.warmup_steps} >= --max-steps {t.max_steps}: the whole run "
+                           f"would be warm-up (the learning rate never reaches --lr {t.lr:g}); use --warmup-steps "
+                           f"{t.max_steps // 10} (a tenth of the steps) or 0")
+
+
+# A run shorter than this is a smoke test (the default warm-up alone is 20 steps): warm-up covering it is
+# warned about by the recipe instead of refused, so that `--max-steps 2` checks need no extra option.
+SMOKE_STEPS = 10
+TRACKERS = ("tensorboard", "wandb", "mlflow", "none")
+
+
+def warmup_swallows_run(t: TrainConfig, smoke: bool = False) -> bool:
+    """Whether warm-up lasts the whole run (refused; with ``smoke``: the short runs that are only warned)."""
+    covered = t.warmup_steps > 0 and t.warmup_steps >= t.max_steps
+    return covered and (t.max_steps < SMOKE_STEPS) == smoke
 
 
 def build_config(values: dict[str, Any], origin: str = "config") -> FinetuneConfig:
@@ -126,7 +158,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
-    return configs.from_args(FinetuneConfig, args, COMMAND)
+    """defaults < the run's own ``config.yaml`` (with ``--resume``) < ``--config`` YAML < flags given.
+
+    So ``--output-dir RUN --resume`` alone continues RUN with the options it was started with; an option
+    given as well overrides the saved one (and the recipe refuses one that would change the run)."""
+    known = configs.index(FinetuneConfig)
+    # a repeated list option arrives as a list of comma-separated texts: one text, split by coerce
+    flags = {k: ",".join(v) if isinstance(v, list) else v for k, v in vars(args).items()
+             if k in known and v is not None}
+    config_file = getattr(args, "config", None)
+    layers = [(configs.load_yaml(config_file), f"--config {config_file}")] if config_file else []
+    layers.append((flags, "options"))
+    return configs.build_layers(FinetuneConfig, [*saved_run_layer(layers), *layers], COMMAND)
+
+
+# What a resumed run never takes from its saved config.yaml: how this invocation opens the folder.
+NOT_RESUMED = ("resume", "overwrite", "output_dir")
+
+
+def saved_run_layer(layers: Sequence[tuple[dict[str, Any], str]]) -> list[tuple[dict[str, Any], str]]:
+    """With ``--resume``: the run folder's ``config.yaml`` as the lowest layer of options (none without it)."""
+    found: dict[configs.FieldPath, tuple[Any, str]] = {}
+    for values, origin in layers:
+        found.update(configs.paths(FinetuneConfig, values, origin, COMMAND))
+    resume = found.get(("train", "resume"))
+    if resume is None or not configs.coerce(resume[0], bool, resume[1]):
+        return []
+    out = found.get(("train", "output_dir"), (TrainConfig().output_dir, ""))[0]
+    path = Path(str(out)) / "config.yaml"
+    if not path.is_file():
+        return []
+    saved = configs.load_yaml(str(path))
+    train = saved.get("train")
+    if isinstance(train, dict):
+        saved = {**saved, "train": {k: v for k, v in train.items() if k not in NOT_RESUMED}}
+    return [(saved, str(path))]
 
 
 def parse_bool_flags(argv: Sequence[str]) -> list[str]:

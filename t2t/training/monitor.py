@@ -1,13 +1,25 @@
-"""What a training run shows and keeps of itself: progress bar, ``metrics.jsonl`` and TensorBoard."""
+"""What a training run shows and keeps of itself: progress bar, ``metrics.jsonl`` (always) and the trackers of
+``--report-to``: TensorBoard (``tb/``), Weights & Biases, MLflow, through accelerate's tracker classes
+(:mod:`accelerate.tracking`: ``TensorBoardTracker``, ``WandBTracker``, ``MLflowTracker``; each has
+``start``, ``store_init_configuration``, ``log(values, step)`` and ``finish``).
+
+W&B and MLflow are configured as those libraries are, from the environment: ``WANDB_PROJECT`` (default
+``t2t``), ``WANDB_MODE=offline`` (files under ``<run>/wandb``), ``MLFLOW_TRACKING_URI`` (e.g. a ``file:``
+store), ``MLFLOW_EXPERIMENT_NAME`` (default ``t2t``). Each run invocation (a resume too) is a tracker run
+of its own, named after the output folder, its steps continuing the run's."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from t2t.atomic import write_text
+from t2t.errors import T2TError
 
 
 def truncate_metrics(out: Path, step: int) -> int:
@@ -32,24 +44,63 @@ def truncate_metrics(out: Path, step: int) -> int:
     return dropped
 
 
+def flat_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``, lists as comma-separated text: what trackers store
+    as hyperparameters (plain scalars only)."""
+    out: dict[str, Any] = {}
+    for section, values in config.items():
+        for key, value in (values.items() if isinstance(values, dict) else [(None, values)]):
+            name = f"{section}.{key}" if key is not None else section
+            out[name] = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+def start_trackers(names: Sequence[str], out: Path, start: int, resumed: bool,
+                   config: dict[str, Any] | None) -> list[Any]:
+    """accelerate's trackers for ``--report-to`` names, started, the run's config stored in W&B and MLflow.
+    A tracker library that is not installed is one T2TError naming the option and the package."""
+    from accelerate.tracking import MLflowTracker, TensorBoardTracker, WandBTracker
+
+    trackers: list[Any] = []
+    for name in names:
+        if name == "none":
+            continue
+        try:
+            if name == "tensorboard":
+                # On resume, TensorBoard drops its own events after the checkpoint's step (purge_step).
+                tracker = TensorBoardTracker("tb", out, purge_step=start + 1 if resumed else None)
+            elif name == "wandb":
+                tracker = WandBTracker(os.environ.get("WANDB_PROJECT", "t2t"), name=out.resolve().name,
+                                       dir=str(out))
+            else:
+                tracker = MLflowTracker(experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME", "t2t"),
+                                        run_name=out.resolve().name)
+            tracker.start()
+        except ImportError as exc:
+            package = "tensorboard" if name == "tensorboard" else name
+            raise T2TError(f"--report-to {name}: {exc.name or package} is not installed (pip install {package}), "
+                           "or leave it out of --report-to") from None
+        if config is not None and name != "tensorboard":  # config.yaml is in the run folder already
+            tracker.store_init_configuration(flat_config(config))
+        trackers.append(tracker)
+    return trackers
+
+
 class MetricsLogger:
-    """Progress bar (loss, tokens/s, ETA), metrics.jsonl and TensorBoard, on the main process only."""
+    """Progress bar (loss, tokens/s, ETA), metrics.jsonl and the ``--report-to`` trackers, on the main
+    process only."""
 
     def __init__(self, out: Path, active: bool, progress: bool, start: int, total: int, every: int,
-                 resumed: bool = False) -> None:
+                 resumed: bool = False, report_to: Sequence[str] = ("tensorboard",),
+                 config: dict[str, Any] | None = None) -> None:
         self.active, self.out, self.every, self.total = active, out, every, total
-        self.bar = self.tb = self.file = None
+        self.bar = self.file = None
+        self.trackers: list[Any] = []
         self.t0, self.tokens, self.last_loss = time.perf_counter(), 0, math.nan
         if not active:
             return
+        self.trackers = start_trackers(report_to, out, start, resumed, config)
         self.file = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # On resume, TensorBoard drops its own events after the checkpoint's step (purge_step).
-            self.tb = SummaryWriter(str(out / "tb"), purge_step=start + 1 if resumed else None)
-        except ImportError:
-            self.tb = None
         if progress:
             from tqdm.auto import tqdm
 
@@ -73,17 +124,17 @@ class MetricsLogger:
         record = {"step": step, **{k: v for k, v in values.items() if v is not None}}
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
-        if self.tb is not None:
-            for key, value in record.items():
-                if key != "step":
-                    self.tb.add_scalar(f"train/{key}", value, step)
+        scalars = {f"train/{key}": value for key, value in record.items() if key != "step"}
+        for tracker in self.trackers:
+            tracker.log(scalars, step=step)
         if "val_loss" in values and self.bar is not None:
             self.bar.write(f"step {step}: val_loss {values['val_loss']:.4f}")
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        if self.tb is not None:
-            self.tb.close()
+        for tracker in self.trackers:
+            tracker.finish()
+        self.trackers = []
         if self.file is not None:
             self.file.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -33,7 +34,7 @@ from t2t.modeling.loss import loss_for_model
 from t2t.modeling.provenance import write_run_provenance
 from t2t.tasks import sources
 from t2t.tasks.task import Example
-from t2t.training.config import FinetuneConfig
+from t2t.training.config import FinetuneConfig, warmup_swallows_run
 from t2t.training.monitor import MetricsLogger, truncate_metrics
 from t2t.training.output import prepare_output_dir, retire_previous_run
 from t2t.versions import library_versions
@@ -64,10 +65,28 @@ def setup_model(cfg: FinetuneConfig, model_path: str) -> torch.nn.Module:
     """The base model from ``model_path`` with LoRA applied (or all of it trainable for ``--method full``)."""
     torch.manual_seed(cfg.train.seed)
     model = load_model(model_path, cfg.model.attn_implementation, cfg.model.revision)
+    if cfg.train.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     if cfg.tuning.method == "lora":
         model = apply_lora(model, cfg.tuning.lora_r, cfg.tuning.lora_alpha, cfg.tuning.lora_dropout,
                            cfg.tuning.target_modules)
     return model
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Activations recomputed in the backward pass (transformers' ``gradient_checkpointing_enable``).
+
+    Non-reentrant ``torch.utils.checkpoint`` (``use_reentrant=False``, what the torch docs recommend): it
+    computes gradients of the checkpointed blocks' parameters even when no input requires a gradient, so a
+    LoRA model over a frozen embedding needs no ``enable_input_require_grads`` (peft calls it for the
+    reentrant variant only, in ``prepare_model_for_kbit_training``); the RNG state is restored for the
+    recomputation, so dropout masks and hence loss and gradients equal those without checkpointing."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise T2TError(f"--gradient-checkpointing: {type(model).__name__} does not support gradient "
+                       "checkpointing in transformers; leave the option off")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if getattr(model.config, "use_cache", None):
+        model.config.use_cache = False  # a KV cache is useless in training and clashes with recomputation
 
 
 class FinetuneRecipe:
@@ -107,6 +126,9 @@ class FinetuneRecipe:
         acc.wait_for_everyone()
         self.ckpt_root = self.out / "checkpoints"
         self.start_step, resume_from = self._resume_point()
+        if warmup_swallows_run(t, smoke=True) and self.is_main:
+            print(f"warning: --warmup-steps {t.warmup_steps} >= --max-steps {t.max_steps}: this short run is all "
+                  f"warm-up (the learning rate never reaches --lr); --warmup-steps 0 avoids it", file=sys.stderr)
         self._setup_model()
         if resume_from is not None:
             self._restore(resume_from)
@@ -133,7 +155,7 @@ class FinetuneRecipe:
             kept = f"the last complete checkpoint is {last[-1][1]}" if last else "no checkpoint was written yet"
             raise T2TError(f"--output-dir {self.out}: cannot write {what}{at} ({exc.strerror or exc}); nothing "
                            f"written before was damaged and {kept}; free space (or fix the folder) and run again"
-                           f"{' with --resume' if last else ''}") from None
+                           f"{f' with: {resume_command(self.out)}' if last else ''}") from None
 
     def _resume_point(self) -> tuple[int, Path | None]:
         if not self.t.resume:
@@ -173,11 +195,17 @@ class FinetuneRecipe:
 
     def _restore(self, path: Path) -> None:
         state = load_checkpoint(path, self.model, self.optimizer, self.rank, self.world)
-        check_same_run(state.get("config", {}), self.cfg, path)
+        check_same_run(state.get("config", {}), self.cfg, path, self.start_step)
+        # The scheduler's lambdas are rebuilt for this run's --max-steps (a LambdaLR state holds only the step
+        # count; transformers' schedules are partials with no state): a new --max-steps re-plans the schedule.
         self.scheduler.load_state_dict(state["scheduler"])
         self.stream.load_state_dict(state["stream"])
         if self.is_main:
             print(f"resuming from {path} (step {self.start_step})", flush=True)
+            saved_steps = state.get("config", {}).get("train", {}).get("max_steps", self.t.max_steps)
+            if saved_steps != self.t.max_steps:
+                print(replan_message(saved_steps, self.t, self.start_step, self.scheduler.get_last_lr()[0]),
+                      flush=True)
 
     def _write_run_files(self) -> None:
         n_trainable = sum(p.numel() for p in self.params)
@@ -198,7 +226,7 @@ class FinetuneRecipe:
         t, acc = self.t, self.accelerator
         with self._writing("metrics.jsonl and tb/"):
             logger = MetricsLogger(self.out, self.is_main, t.progress, self.start_step, t.max_steps, t.log_steps,
-                                   resumed=t.resume)
+                                   resumed=t.resume, report_to=t.report_to, config=self.cfg.to_dict())
         self.loss_module.train()
         steps = StepDataset(self.stream, self.batcher, t.batch_size, t.grad_accum, self.rank, self.world)
         on_gpu = acc.device.type == "cuda"
@@ -233,8 +261,8 @@ class FinetuneRecipe:
         self.accelerator.wait_for_everyone()
         name = signal.Signals(signum).name
         message = (f"stopped by {name} after step {done} of {t.max_steps}: checkpoint saved in "
-                   f"{self.ckpt_root / f'checkpoint-{done:06d}'}; continue with the same options and --resume "
-                   f"(python -m t2t.finetune ... --output-dir {self.out} --resume)")
+                   f"{self.ckpt_root / f'checkpoint-{done:06d}'}; continue it (its options are in its config.yaml) "
+                   f"with:\n  {resume_command(self.out)}")
         raise Stopped(message, 128 + signum)
 
     def _save_checkpoint(self, done: int, loss: float) -> None:
@@ -307,7 +335,7 @@ class FinetuneRecipe:
         self.accelerator.wait_for_everyone()
         heldout = [h["name"] for h in self.manifest["heldout"]["tasks"]]
         return {"is_main": self.is_main, "tuned_dir": str(tuned_dir), "heldout": heldout,
-                "output_dir": str(self.out)}
+                "output_dir": str(self.out), "family": self.family}
 
 
 def train(cfg: FinetuneConfig) -> dict[str, Any]:
@@ -356,12 +384,34 @@ def stop_signals() -> Iterator[StopSignals]:
             signal.signal(sig, handler)
 
 
-# Options that may change between a run and its resumption: they do not change what is computed.
-RESUMABLE_CHANGES = {"resume", "overwrite", "progress", "output_dir", "data_workers"}
+# Options that may change between a run and its resumption: they do not change what is computed
+# (checkpointing recomputes the same activations; trackers and the hub only receive what was computed).
+# --max-steps may change too (:func:`check_same_run`): the schedule is then re-planned.
+RESUMABLE_CHANGES = {"resume", "overwrite", "progress", "output_dir", "data_workers", "max_steps",
+                     "gradient_checkpointing", "report_to", "push_to_hub", "hub_private"}
 
 
-def check_same_run(saved: dict[str, Any], cfg: FinetuneConfig, path: Path) -> None:
-    """A resumed run must use the config it was started with, or it would not continue exactly."""
+def resume_command(out: Path) -> str:
+    """What continues the run in ``out``: its options come from ``out/config.yaml``."""
+    return f"python -m t2t.finetune --output-dir {shlex.quote(str(out))} --resume"
+
+
+def replan_message(old_steps: int, t: Any, step: int, lr: float) -> str:
+    """The log line of a resume with another ``--max-steps``: what the learning rate does from here."""
+    warm = (f"warm-up ({t.warmup_steps} steps) finished" if step >= t.warmup_steps else
+            f"warm-up goes on to step {t.warmup_steps}")
+    decay = "constant after it" if t.schedule == "constant" else f"{t.schedule} decay to 0 at step {t.max_steps}"
+    return (f"--max-steps {old_steps} -> {t.max_steps}: the learning-rate schedule is re-planned as for a run of "
+            f"{t.max_steps} steps, continued at step {step}: {warm}, {decay}; lr {lr:.3g} for step {step + 1}")
+
+
+def check_same_run(saved: dict[str, Any], cfg: FinetuneConfig, path: Path, step: int | None = None) -> None:
+    """A resumed run must use the config it was started with, or it would not continue exactly; only
+    ``--max-steps`` may change, to more than the checkpoint's ``step``."""
+    # max_steps == step is a resume that only writes the adapter (after a full disk at the adapter's save)
+    if step is not None and cfg.train.max_steps < step:
+        raise T2TError(f"--resume --max-steps {cfg.train.max_steps}: {path} is at step {step} already; give "
+                       f"--max-steps {step} or more")
     now = cfg.to_dict()
     changed = sorted(f"--{key.replace('_', '-')} {saved[section][key]!r:.40} -> {value!r:.40}"
                      for section, values in now.items() for key, value in values.items()
