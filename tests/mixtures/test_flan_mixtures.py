@@ -1,6 +1,7 @@
 """The mixture features behind flan2021 and t0_train: FLAN's related-cluster rule (``related:``), T0's
 per-template cap (``rate.cap_per_template``), FLAN's per-task train limit (``train_limit``) and declared
-sizes (``sizes`` / ``sizes_from``); then the built-in hub mixtures themselves, resolved offline."""
+sizes (``sizes`` / ``sizes_from``); then the built-in hub mixtures themselves, resolved offline, and flan2022's
+submix weights, caps and held-out hygiene."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
+import t2t.tasks.sources
 from t2t.errors import T2TError
-from t2t.mixtures.resolve import load_mixture
+from t2t.mixtures.resolve import load_mixture, resolve
+from t2t.mixtures.spec import COT_VARIANTS, MixtureRegistry
 from t2t.mixtures.stream import ExampleStream
+from t2t.tasks.registry import TaskRegistry
 
 TASK = """\
 ---
@@ -195,3 +199,43 @@ def test_declared_sizes_replace_counting(tmp_path: Path, suite: Path, monkeypatc
     stream = ExampleStream(load(tmp_path, suite, "bad"), seed=0)
     with pytest.raises(T2TError, match="declared size"):
         stream.draws(0, 1)
+
+
+# -- flan2022: the Flan Collection's submixes over the hub and CoT catalog -----------------------------
+
+def test_flan2022_weights_caps_and_heldout_hygiene(monkeypatch: pytest.MonkeyPatch) -> None:
+    """flan2022 resolves offline (every size declared), each submix gets its published weight renormalised over
+    flan .40 / t0 .32 / cot .05, each submix's cap holds, and the held-out NLI cluster (paraphrase with it) is
+    trained on by no submix; holding out commonsense also keeps ECQA (CommonsenseQA's questions) out."""
+    def num_rows(task, split):
+        raise AssertionError(f"task {task.name} was counted, not declared")
+
+    monkeypatch.setattr(t2t.tasks.sources, "num_rows", num_rows)
+    tasks, mixtures = TaskRegistry.load(), MixtureRegistry.load()
+    m = resolve("flan2022", tasks, mixtures)
+    by = {e.name: e for e in m.entries}
+    cot = {t.name for t in tasks if "cot" in t.tags}
+    t0 = {"amazon_polarity", "dbpedia_14", "sciq"}
+    flan = set(by) - cot - t0
+    assert cot <= set(by) and t0 <= set(by) and len(flan) >= 25
+    for names, weight in ((flan, 0.40), (t0, 0.32), (cot, 0.05)):
+        assert sum(by[n].rate for n in names) == pytest.approx(weight / 0.77)
+    # caps: T0 20k (amazon_polarity 3.6M and dbpedia_14 560k both capped), CoT 100k (not reached), Flan 30k
+    assert by["amazon_polarity"].rate == pytest.approx(by["dbpedia_14"].rate)
+    assert by["sciq"].rate / by["dbpedia_14"].rate == pytest.approx(11679 / 20000)
+    assert by["cot_aqua_rat"].rate / by["cot_gsm8k"].rate == pytest.approx(97467 / 7473)
+    assert by["squad"].rate == pytest.approx(by["nq_open"].rate)
+    assert by["arc_easy"].rate / by["squad"].rate == pytest.approx(2251 / 30000)
+    # variants: CoT tasks draw the CoT settings, the others FLAN's four
+    for name, e in by.items():
+        assert (set(e.policy.variants) <= set(COT_VARIANTS)) == (name in cot), name
+    held = {t.name for t in m.heldout}
+    assert held == {t.name for t in tasks if t.cluster == "nli" and "hub" in t.tags}
+    trained = {by[n].task.cluster for n in by}
+    assert not {"nli", "paraphrase"} & trained
+    assert not {by[n].task.source_id for n in by} & {t.source_id for t in m.heldout}
+    # the CoT tasks' declared train sizes are the ones their task files cite
+    for name, n in mixtures.get("flan2022_cot").sizes.items():
+        assert f"{n:,}" in tasks.get(name).path.read_text(encoding="utf-8").split("\n---\n", 1)[0], name
+    m = resolve("flan2022", tasks, mixtures, heldout=["commonsense"])
+    assert "cot_ecqa" in {t.name for t in m.heldout} and "cot_ecqa" not in {e.name for e in m.entries}

@@ -11,12 +11,15 @@ from pathlib import Path
 import pytest
 
 from t2t.errors import T2TError
+from t2t.evaluation import scoring
 from t2t.evaluation.config import build_config
 from t2t.evaluation.metrics import compute, example_scores, normalize_sni
 from t2t.evaluation.prompts import build_prompts
+from t2t.evaluation.runner import evaluate
 from t2t.mixtures.resolve import load_mixture
 from t2t.mixtures.spec import COT_VARIANTS, MixtureSpec
 from t2t.mixtures.stream import ExampleStream
+from t2t.modeling.tiny import build_tiny_model
 from t2t.tasks.cot import ZERO_SHOT_TRIGGER, extract_answer, is_cot_task
 from t2t.tasks.fewshot import FEW_SHOT_SEP
 from t2t.tasks.registry import TaskRegistry
@@ -150,10 +153,6 @@ def test_evaluate_cot_prompts_generates_and_scores_the_extracted_answer(tmp_path
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A choices task under --cot: the trigger after each input, generated with the CoT budget, scored by
     cot_exact_match on constructed outputs (6 of 8 right); --cot --num-shots is refused for it."""
-    from t2t.evaluation import scoring
-    from t2t.evaluation.runner import evaluate
-    from t2t.modeling.tiny import build_tiny_model
-
     rows = [{"x": f"thing{i}", "label": i % 2} for i in range(8)]
     (tmp_path / "yn.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "yesno.jinja").write_text(YESNO)
