@@ -15,6 +15,7 @@ final name: ``.NAME.tmp``, ``.NAME.old``, ``.NAME.tmp-PID``.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -173,3 +174,120 @@ def write_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     publish_dir(tmp, final)
+
+
+# -- several files of a shared folder, all or nothing ------------------------------------------------
+
+JOURNAL = "journal.json"
+
+
+class StagedFiles:
+    """Files to add to (and remove from) a folder that holds other files too, all at once or not at all.
+
+    ``with staged_files(out) as stage:`` gives a hidden sibling folder, ``.OUT.stage-PID``, whose
+    ``stage.root`` mirrors ``out``: write the new files there (relative paths are kept, so a task file's
+    ``data/NAME.jsonl`` resolves in the stage as it will in ``out``), check them there, and name with
+    :meth:`remove` what the new version no longer has. When the block ends without an exception the stage
+    commits: every staged file is flushed, a journal of the moves is written (the commit point), then each
+    file is renamed over its final name and the removals deleted. Before the journal exists nothing of
+    ``out`` has changed, so a failure or a kill (ENOSPC, SIGKILL) leaves every earlier file byte-identical
+    and the stage is deleted (at once, or by the next :func:`recover` of ``out`` for a kill). Once the
+    journal exists the commit is only renames; a kill among them is finished by the next :func:`recover`
+    (every t2t writer of ``out`` runs it first): the folder then holds the new version whole.
+    """
+
+    def __init__(self, out: str | os.PathLike[str]) -> None:
+        self.out = Path(out).resolve()
+        recover(self.out)
+        self.stage = self.out.with_name(f".{self.out.name}.stage-{os.getpid()}")
+        if self.stage.exists():
+            shutil.rmtree(self.stage)
+        self.root = self.stage / "new"
+        self.root.mkdir(parents=True)
+        self.removed: set[str] = set()
+
+    def path(self, rel: str | os.PathLike[str]) -> Path:
+        """Where the file ``out/rel`` is staged (its folder created)."""
+        staged = self.root / rel
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        return staged
+
+    def remove(self, rel: str | os.PathLike[str]) -> None:
+        """Delete ``out/rel`` on commit (unless the stage holds a new one)."""
+        self.removed.add(Path(rel).as_posix())
+
+    def staged(self) -> list[str]:
+        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
+
+    def commit(self) -> None:
+        files = self.staged()
+        for rel in files:
+            fsync_file(self.root / rel)
+        for folder in {(self.root / rel).parent for rel in files}:
+            fsync_dir(folder)
+        journal = {"out": str(self.out), "files": files, "remove": sorted(self.removed - set(files))}
+        write_json(self.stage / JOURNAL, journal)  # the commit point: from here on the new version wins
+        _apply(self.stage, journal)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_files(out: str | os.PathLike[str]) -> Iterator[StagedFiles]:
+    """Stage files for ``out`` and commit them when the block succeeds (:class:`StagedFiles`)."""
+    stage = StagedFiles(out)
+    try:
+        yield stage
+        stage.commit()
+    except BaseException:
+        if not (stage.stage / JOURNAL).exists():
+            stage.discard()
+        raise
+
+
+def _apply(stage: Path, journal: dict[str, Any]) -> None:
+    """Move a committed stage's files into place (each rename atomic; rerunning it is harmless)."""
+    out = Path(journal["out"])
+    for rel in journal["files"]:
+        new, final = stage / "new" / rel, out / rel
+        if new.exists():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(new, final)
+            fsync_dir(final.parent)
+    for rel in journal["remove"]:
+        with contextlib.suppress(FileNotFoundError):
+            (out / rel).unlink()
+    fsync_dir(out)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # a stage of this process's own is never in use when a new one starts
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists (owned by another user)
+    return True
+
+
+def recover(out: str | os.PathLike[str]) -> None:
+    """Finish or undo what a killed :class:`StagedFiles` of ``out`` left: a stage with its journal is
+    committed (moved into place), one without is deleted. Stages of running processes are left alone."""
+    out = Path(out).resolve()
+    if not out.parent.is_dir():
+        return
+    for stage in out.parent.glob(f".{glob.escape(out.name)}.stage-*"):
+        pid = stage.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            journal = json.loads((stage / JOURNAL).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            shutil.rmtree(stage, ignore_errors=True)  # never committed (or its journal was cut short)
+            continue
+        _apply(stage, journal)
+

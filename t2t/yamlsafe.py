@@ -16,16 +16,32 @@ takes ``a:\tb``, PyYAML does not), a byte order mark or a Unicode line break, a 
 ``C_MAX_DEPTH`` (PyYAML's recursive composer may stop first) is read again by PyYAML's Python parser, so
 every error, message and mark is the Python loader's. Those differences were found by comparing both
 parsers on 19,000 mutated task and mixture files (``tests/tasks/test_lazy_load.py`` keeps a sample).
+
+Budgets, each refused at once with one line: ``MAX_BYTES`` of text, ``MAX_YAML_VALUES`` values once aliases
+are expanded, ``MAX_DEPTH`` levels of nesting (YAML and JSON), ``MAX_INCLUDE_DEPTH`` files in an include
+chain (lm-eval's ``include:``). A key given twice in one mapping is refused with both line numbers
+(``yaml.safe_load`` keeps the last silently). Files: :func:`read_text` (UTF-8, a byte order mark stripped,
+the size budget), :func:`load_yaml_file` and :func:`load_json_file` (any problem one :class:`T2TError`
+naming the file and line), and :func:`expect` for the shapes a format needs (naming file, key and the
+expected type).
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from t2t.errors import T2TError
+
 MAX_YAML_VALUES = 100_000  # values after expanding aliases; real task and mixture files hold hundreds
+MAX_BYTES = 64 * 2**20  # a user's YAML/JSON file: a budget, not a measured size (raise it here if need be)
+MAX_DEPTH = 100  # nesting levels; real files nest 3-6, and deeper data overflows Python's recursion later
+MAX_INCLUDE_DEPTH = 32  # lm-eval include chains in lm-evaluation-harness are 1-3 files long
 C_MAX_DEPTH = 50  # deeper data is read again by the Python loader (real files nest 3-5 levels)
 _C_SAFE_LOADER: type | None = getattr(yaml, "CSafeLoader", None) if getattr(yaml, "__with_libyaml__", False) else None
 
@@ -56,24 +72,59 @@ def _total(loader: type[yaml.SafeLoader]) -> type[yaml.SafeLoader]:
                         f"({type(exc).__name__}: {str(exc)[:80]}); quote it to keep it as text",
                         node.start_mark) from None
 
+            def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
+                if isinstance(node, yaml.MappingNode) and getattr(self, "t2t_unique_keys", True):
+                    _refuse_duplicates(node, getattr(self, "t2t_first_line", 1))
+                return super().construct_mapping(node, deep)
+
         Total.__name__ = f"Total{loader.__name__}"
         _TOTAL_LOADERS[loader] = Total
     return _TOTAL_LOADERS[loader]
 
 
-def safe_load(text: str, loader: type[yaml.SafeLoader] = yaml.SafeLoader) -> Any:
-    """``yaml.safe_load`` that refuses alias bombs, self-referring aliases and very deep nesting.
+def _refuse_duplicates(node: yaml.MappingNode, first_line: int) -> None:
+    """A key given twice in ``node`` as a ConstructorError naming both lines (merge keys ``<<`` aside: the
+    mapping's own keys override merged ones, as YAML means)."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = (key_node.tag, key_node.value)
+        line = key_node.start_mark.line + first_line
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key_node.value!r} (lines {seen[key]} and {line}); keep one",
+                key_node.start_mark)
+        seen[key] = line
 
-    ``loader``: a :class:`yaml.SafeLoader` subclass (one that adds constructors for a format's tags)."""
+
+def safe_load(text: str, loader: type[yaml.SafeLoader] = yaml.SafeLoader, first_line: int = 1,
+              unique_keys: bool = True) -> Any:
+    """``yaml.safe_load`` that refuses alias bombs, self-referring aliases, very deep nesting, texts over
+    ``MAX_BYTES`` and duplicate keys.
+
+    ``loader``: a :class:`yaml.SafeLoader` subclass (one that adds constructors for a format's tags);
+    ``first_line``: the file's line number of the text's first line (front matter starts on line 2);
+    ``unique_keys=False`` keeps the last of duplicate keys, for another tool's format read as that tool
+    reads it."""
+    if len(text) > MAX_BYTES:
+        raise YAMLLimitError(f"longer than {MAX_BYTES} characters")
     if loader is yaml.SafeLoader and _C_SAFE_LOADER is not None and not _PYTHON_ONLY_RE.search(text):
-        data = _c_load(text)
+        data = _c_load(text, first_line, unique_keys)
         if data is not _REFUSED:
             return data
     try:
-        data = yaml.load(text, Loader=_total(loader))  # noqa: S506 - a SafeLoader (sub)class
+        parser = _total(loader)(text)
+        parser.t2t_first_line, parser.t2t_unique_keys = first_line, unique_keys
+        try:
+            data = parser.get_single_data()
+        finally:
+            parser.dispose()
         _expanded_size(data, {}, set())
     except RecursionError:
         raise YAMLLimitError("nested too deeply") from None
+    if _depth(data, {}, MAX_DEPTH) > MAX_DEPTH:
+        raise YAMLLimitError("nested too deeply")
     return data
 
 
@@ -101,10 +152,11 @@ _PYTHON_ONLY_RE = re.compile("[\t\ufeff\x85\u2028\u2029]")
 _FLOW_DOUBT_RE = re.compile(r"\?|:(?![\s,\]}])")  # what libyaml takes in a flow collection and PyYAML may not
 
 
-def _c_load(text: str) -> Any:
+def _c_load(text: str, first_line: int = 1, unique_keys: bool = True) -> Any:
     """The data libyaml reads from ``text``, or ``_REFUSED`` where the Python loader must decide."""
     try:
         parser = _total(_C_SAFE_LOADER)(text)  # type: ignore[arg-type]
+        parser.t2t_first_line, parser.t2t_unique_keys = first_line, unique_keys
         try:
             node = parser.get_single_node()
             if node is None:
@@ -142,3 +194,85 @@ def _depth(node: Any, depths: dict[int, int], limit: int) -> int:
         children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
         depths[key] = 1 + max((_depth(child, depths, limit - 1) for child in children), default=0)
     return depths[key]
+
+
+# -- files from users ------------------------------------------------------------------------------
+
+def read_text(path: str | Path, what: str = "") -> str:
+    """The UTF-8 text of a user's file (a leading byte order mark dropped), or one T2TError naming it:
+    missing, unreadable, over ``MAX_BYTES``, or not UTF-8 (with the byte offset). ``what`` prefixes the
+    path in messages (``--config``)."""
+    name = f"{what} {path}" if what else str(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise T2TError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise T2TError(f"{name}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > MAX_BYTES:
+        raise T2TError(f"{name}: larger than {MAX_BYTES // 2**20} MiB, the limit for a file of this kind")
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise T2TError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+
+
+def load_yaml_file(path: str | Path, loader: type[yaml.SafeLoader] = yaml.SafeLoader, what: str = "",
+                   unique_keys: bool = True) -> Any:
+    """:func:`safe_load` of a user's file; every problem one T2TError naming the file and line."""
+    text = read_text(path, what)
+    name = f"{what} {path}" if what else str(path)
+    try:
+        return safe_load(text, loader, unique_keys=unique_keys)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{name}:{mark.line + 1}" if mark is not None else name
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise T2TError(f"{where}: not valid YAML: {problem}") from None
+
+
+def load_json(text: str) -> Any:
+    """``json.loads`` within the depth budget: deep nesting is a ValueError, not a RecursionError (the C
+    scanner recurses per level) nor data that overflows a later recursive walk."""
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"nested more than {MAX_DEPTH} levels") from None
+    if _depth(data, {}, MAX_DEPTH) > MAX_DEPTH:
+        raise ValueError(f"nested more than {MAX_DEPTH} levels")
+    return data
+
+
+def load_json_file(path: str | Path, what: str = "", expected: str = "valid JSON") -> Any:
+    """:func:`load_json` of a user's file; every problem one T2TError naming the file (``PATH: not
+    EXPECTED (why)`` for text that does not parse)."""
+    text = read_text(path, what)
+    try:
+        return load_json(text)
+    except ValueError as exc:
+        raise T2TError(f"{what + ' ' if what else ''}{path}: not {expected} ({exc})") from None
+
+
+def kind(value: Any) -> str:
+    """A value's type in the words of YAML and JSON (for messages)."""
+    for types, name in ((bool, "a boolean"), (str, "a string"), ((int, float), "a number"), (dict, "a mapping"),
+                        (list, "a list"), (type(None), "null")):
+        if isinstance(value, types):
+            return name
+    return type(value).__name__
+
+
+def expect(value: Any, check: type | tuple[type, ...] | Callable[[Any], bool], where: str, key: str,
+           expected: str) -> Any:
+    """``value`` if it passes ``check`` (types, or a predicate), else one T2TError naming the file or place
+    (``where``), the key and the expected type: ``f.yaml: 'dataset_kwargs.data_files' must be a path or a
+    mapping of split to path, got a list``. Booleans never pass as numbers."""
+    if isinstance(check, (type, tuple)):
+        types = check if isinstance(check, tuple) else (check,)
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    else:
+        ok = check(value)
+    if not ok:
+        raise T2TError(f"{where}: '{key}' must be {expected}, got {kind(value)}")
+    return value

@@ -157,12 +157,12 @@ def import_promptsource(args: argparse.Namespace) -> int:
 def import_sni(args: argparse.Namespace) -> int:
     """``import-sni``: convert Super-NaturalInstructions task JSON files into task files (t2t.tasks.importers.sni)."""
     test = sni.read_test_tasks(args.test_tasks) if args.test_tasks else set()
+    mixture = Path(args.mixture) if args.mixture else None
+    if mixture is not None and mixture.exists() and not args.overwrite:  # before any task file is written
+        raise T2TError(f"{mixture} already exists; pass --overwrite to replace it")
     done = sni.import_tasks(args.paths, args.out, test, args.overwrite)
     print("\n".join(sni.describe(done)))
-    if args.mixture:
-        mixture = Path(args.mixture)
-        if mixture.exists() and not args.overwrite:
-            raise T2TError(f"{mixture} already exists; pass --overwrite to replace it")
+    if mixture is not None:
         mixture.parent.mkdir(parents=True, exist_ok=True)
         write_text(mixture, sni.mixture_text(done))
         print(f"wrote {mixture} (held out: {len(done.test_tasks)} test tasks); use it with "
@@ -192,7 +192,8 @@ def export_lm_eval(args: argparse.Namespace) -> int:
 def import_lm_eval(args: argparse.Namespace) -> int:
     """``import-lm-eval``: lm-evaluation-harness task YAML files as t2t task files
     (t2t.tasks.importers.lm_eval)."""
-    for done in lm_eval.import_tasks(args.paths, args.out, args.cluster, args.name, args.overwrite):
+    for done in lm_eval.import_tasks(args.paths, args.out, args.cluster, args.name, args.overwrite, args.example,
+                                     args.task_dir, args.rename_clashes):
         print(f"wrote {done.path} (task {done.name}, template {lm_eval.TEMPLATE})")
         for note in done.notes:
             print(f"  note: {note}")
@@ -375,7 +376,13 @@ def _add_import_commands(sub: argparse._SubParsersAction) -> None:
                              help="folder to write to (default %(default)s)")
     p_lm_import.add_argument("--name", metavar="NAME", help="task name (default: the YAML's task:; only with one file)")
     p_lm_import.add_argument("--overwrite", action="store_true", help="replace an existing task file")
-    p_lm_import.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    p_lm_import.add_argument("--example", action="append", default=[], metavar="JSON",
+                             help="a dataset row as JSON, written as the file's example row (default: the first "
+                                  "row of the YAML's local JSON Lines data) for 'check' to render (repeatable)")
+    p_lm_import.add_argument("--rename-clashes", action="store_true",
+                             help="import a task whose name another task has (built-in, --task-dir, --out) as "
+                                  "NAME_2, NAME_3, ... (default: refuse it)")
+    add_task_dir_option(p_lm_import)
 
 
 CHAT_FORMATS = {"alpaca": "alpaca JSON or JSON Lines ({instruction, input, output})",

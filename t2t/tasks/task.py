@@ -29,6 +29,7 @@ import random
 import re
 import reprlib
 import sys
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,15 @@ class TemplateInfo:
     inverted: bool = False
     description: str = ""
     line: int = 0
+
+
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+
+
+def _normal_form(text: str) -> str:
+    """``text`` as a reader (or a tokenizer that normalises) sees it: NFKC, zero-width characters and soft
+    hyphens removed."""
+    return unicodedata.normalize("NFKC", text).translate(_ZERO_WIDTH)
 
 
 def example_seed(seed: int, task: str, template: str, index: int) -> int:
@@ -279,6 +289,13 @@ class Task:
         fixed = tuple(str(c).strip() for c in choices)
         if "" in fixed or len(set(fixed)) < len(fixed):
             raise self._err("choices must be distinct and not empty", field=key)
+        seen: dict[str, str] = {}
+        for choice in fixed:
+            first = seen.setdefault(_normal_form(choice), choice)
+            if first != choice:
+                raise self._err(f"choices {first!r} and {choice!r} are the same text once Unicode-normalised "
+                                "(NFKC, zero-width characters removed); a model cannot tell them apart",
+                                field=key)
         return fixed, None
 
     def _metrics(self) -> tuple[str, ...]:

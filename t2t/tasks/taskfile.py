@@ -42,8 +42,15 @@ _RAW_RE = re.compile(r"\{%-?\s*raw\s*-?%\}.*?\{%-?\s*endraw\s*-?%\}", re.S)
 TOO_DEEP = (RecursionError, SyntaxError, MemoryError)
 
 
+# C0 controls but tab, newline and carriage return; DEL; C1 controls. Invisible in an editor, they reach the
+# model's input unseen (a NUL byte ends a C string in tokenizers' native code): refused in templates.
+CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def split_front_matter(text: str, path: str) -> tuple[dict[str, Any], str, int]:
-    """Return (metadata, body, number of lines before the body)."""
+    """Return (metadata, body, number of lines before the body). A leading UTF-8 byte order mark (Windows
+    editors write one) is dropped: the file reads as it would without it."""
+    text = text.removeprefix("\ufeff")
     if text.split("\n", 1)[0].rstrip() != "---":
         raise TaskFileError("a task file must start with a '---' line opening its YAML front matter",
                             path=path, line=1)
@@ -52,13 +59,13 @@ def split_front_matter(text: str, path: str) -> tuple[dict[str, Any], str, int]:
     if end is None:
         raise TaskFileError("the YAML front matter is not closed by a '---' line", path=path, line=1)
     try:
-        meta = yamlsafe.safe_load("\n".join(lines[1:end])) or {}
+        meta = yamlsafe.safe_load("\n".join(lines[1:end]), first_line=2) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise TaskFileError(f"bad YAML in front matter: {problem} (quote Jinja values: "
-                            "answer: \"{{ choices[label] }}\")", path=path, line=line) from None
+        hint = "" if problem.startswith("duplicate key") else ' (quote Jinja values: answer: "{{ choices[label] }}")'
+        raise TaskFileError(f"bad YAML in front matter: {problem}{hint}", path=path, line=line) from None
     if not isinstance(meta, dict):
         raise TaskFileError("the front matter must be a YAML mapping of fields", path=path, line=2)
     return meta, "\n".join(lines[end + 1:]), end + 1
@@ -82,6 +89,11 @@ def split_blocks(body: str, offset: int, env: jinja2.Environment,
     """
     line_of = lambda pos: offset + body.count("\n", 0, pos) + 1  # noqa: E731
     blocks = _find_blocks(body, offset, err, line_of)
+    control = CONTROL_RE.search(body)
+    if control:
+        holder = next((m.group("name") for m in blocks if m.start() <= control.start() < m.end()), None)
+        raise err(f"control character U+{ord(control.group()):04X} in the template text; remove it (only tab, "
+                  "newline and carriage return may appear)", template=holder, line=line_of(control.start()))
     _check_outside(body, blocks, offset, env, err)
     out: list[Block] = []
     first_line: dict[str, int] = {}

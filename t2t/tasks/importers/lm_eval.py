@@ -56,12 +56,15 @@ import jinja2
 import yaml
 from jinja2 import nodes
 
-from t2t.atomic import write_text
+from t2t import yamlsafe
+from t2t.atomic import staged_files, write_text
 from t2t.errors import T2TError
+from t2t.tasks import registry
 from t2t.tasks.registry import TaskRegistry
 from t2t.tasks.sandbox import T2TSandbox
 from t2t.tasks.sources import load_rows
-from t2t.tasks.task import Task
+from t2t.tasks.task import SPLITS, Task, warn
+from t2t.tasks.taskfile import split_front_matter
 
 TEMPLATE = "lm_eval"
 GROUP = "t2t"
@@ -93,9 +96,16 @@ class Exported:
 
 def _pick_split(task: Task, wanted: str) -> str:
     """As t2t.evaluate picks it (t2t.evaluation.prompts.pick_split, a layer above): wanted, else the first of
-    validation, test, train that the task has."""
-    for split in (wanted, "validation", "test", "train"):
+    validation, test, train that the task has, with a warning. A name that is no t2t split and not one of the
+    task's (``--split dev``) is a mistake, refused naming the splits."""
+    if wanted in task.splits:
+        return wanted
+    if wanted not in SPLITS:
+        raise T2TError(f"--split {wanted}: task '{task.name}' has no such split (its splits: "
+                       f"{', '.join(task.splits)}; t2t's are {', '.join(SPLITS)})")
+    for split in ("validation", "test", "train"):
         if split in task.splits:
+            warn(f"task '{task.name}' has no split '{wanted}'; exporting its '{split}' split")
             return split
     raise T2TError(f"task '{task.name}' has no split to export (splits: {', '.join(task.splits)})")
 
@@ -132,6 +142,9 @@ def task_yaml(task: Task, template: str, data_file: Path, max_gen_toks: int) -> 
     return config, dropped
 
 
+MANIFEST = ".t2t-export.json"  # what the last export into a folder wrote, so --overwrite can remove the rest
+
+
 def export_tasks(tasks: Sequence[Task], out_dir: str | Path, split: str = "validation", limit: int | None = None,
                  seed: int = 0, overwrite: bool = False, max_gen_toks: int = 64) -> Exported:
     """Render and write every scored template of ``tasks`` as lm-eval tasks (module docstring).
@@ -139,56 +152,81 @@ def export_tasks(tasks: Sequence[Task], out_dir: str | Path, split: str = "valid
     Rows are rendered with ``seed`` as ``t2t.evaluate --seed`` renders them; a template that declines a row
     leaves it out, as t2t.evaluate does. (t2t.evaluate also skips prompts longer than ``--max-input-len``
     tokens; the export cannot know the tokenizer and keeps them: lm-eval cuts them from the left.)
+    Everything is staged and moved in at once (:func:`t2t.atomic.staged_files`); with ``overwrite`` the files
+    an earlier export listed in its manifest and this one does not write are removed (lm-eval would still
+    register a stale task YAML).
     """
     if limit is not None and limit < 1:
         raise T2TError(f"--limit {limit}: must be at least 1")
     out = Path(out_dir).resolve()
-    staged: list[tuple[Path, str, Path, str]] = []
     result = Exported()
+    files: dict[str, str] = {}  # path relative to out -> text
     for task in tasks:
-        used = _pick_split(task, split)
-        result.splits[task.name] = used
-        rows = load_rows(task, used)
-        rows = rows.select(range(min(limit, len(rows)))) if limit else rows
-        rows = rows.to_list()
-        for template in task.scored_templates():
-            records = []
-            for i, row in enumerate(rows):
-                ex = task.render(row, i, template, seed=seed)
-                if ex is None:
-                    continue
-                record: dict[str, Any] = {"index": i, "input": ex.input, "target": ex.target,
-                                          "references": list(ex.references)}
-                if ex.choices is not None:
-                    record.update(choices=list(ex.choices), gold=list(ex.choices).index(ex.target))
-                records.append(record)
-            if not records:
-                continue
+        for template, records in _rendered(task, split, limit, seed, result):
             name = f"{task.name}__{template}"
-            data, path = out / "data" / f"{name}.jsonl", out / f"{name}.yaml"
-            config, dropped = task_yaml(task, template, data, max_gen_toks)
+            config, dropped = task_yaml(task, template, out / "data" / f"{name}.jsonl", max_gen_toks)
             if dropped:
                 result.dropped_metrics[task.name] = dropped
-            text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=1000)
-            staged.append((path, text, data, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)))
+            files[f"{name}.yaml"] = yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=1000)
+            files[f"data/{name}.jsonl"] = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
             result.rows[config["task"]] = len(records)
-    if not staged:
+    if not files:
         raise T2TError("nothing to export: no scored template of the tasks rendered a row")
-    group = out / f"{GROUP}.yaml"
-    for path in [group] + [p for p, _, d, _ in staged] + [d for _, _, d, _ in staged]:
-        if path.exists() and not overwrite:
-            raise T2TError(f"{path} already exists; pass --overwrite to replace it")
+    files[f"{GROUP}.yaml"] = yaml.safe_dump({"group": GROUP, "task": list(result.rows)}, sort_keys=False)
+    for rel in files:
+        if (out / rel).exists() and not overwrite:
+            raise T2TError(f"{out / rel} already exists; pass --overwrite to replace it")
+    earlier = _manifest(out)
     try:
-        (out / "data").mkdir(parents=True, exist_ok=True)
-        for path, text, data, rows_text in staged:
-            write_text(data, rows_text)
-            write_text(path, text)
-            result.files.append(path)
-        write_text(group, yaml.safe_dump({"group": GROUP, "task": list(result.rows)}, sort_keys=False))
+        with staged_files(out) as stage:
+            for rel, text in files.items():
+                write_text(stage.path(rel), text)
+            write_text(stage.path(MANIFEST), json.dumps({"files": sorted(files)}, indent=1) + "\n")
+            for rel in set(earlier) - set(files):
+                stage.remove(rel)
     except OSError as exc:
-        raise T2TError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
-    result.group = group
+        raise T2TError(f"--out {out}: cannot write there ({exc.strerror or exc}); nothing was changed") from None
+    result.files = [out / rel for rel in files if rel.endswith(".yaml") and rel != f"{GROUP}.yaml"]
+    result.group = out / f"{GROUP}.yaml"
     return result
+
+
+def _rendered(task: Task, split: str, limit: int | None, seed: int,
+              result: Exported) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Each scored template of ``task`` with its rendered records (templates that rendered none left out)."""
+    used = _pick_split(task, split)
+    result.splits[task.name] = used
+    rows = load_rows(task, used)
+    rows = (rows.select(range(min(limit, len(rows)))) if limit else rows).to_list()
+    out = []
+    for template in task.scored_templates():
+        records = []
+        for i, row in enumerate(rows):
+            ex = task.render(row, i, template, seed=seed)
+            if ex is None:
+                continue
+            record: dict[str, Any] = {"index": i, "input": ex.input, "target": ex.target,
+                                      "references": list(ex.references)}
+            if ex.choices is not None:
+                record.update(choices=list(ex.choices), gold=list(ex.choices).index(ex.target))
+            records.append(record)
+        if records:
+            out.append((template, records))
+    return out
+
+
+def _manifest(out: Path) -> list[str]:
+    """The files the earlier export into ``out`` wrote (relative paths inside ``out`` only)."""
+    path = out / MANIFEST
+    if not path.exists():
+        return []
+    try:
+        files = yamlsafe.load_json_file(path).get("files", [])
+    except (T2TError, AttributeError):
+        files = []
+    if not isinstance(files, list):
+        return []
+    return [f for f in files if isinstance(f, str) and not Path(f).is_absolute() and ".." not in Path(f).parts]
 
 
 # --- import ------------------------------------------------------------------------------------------------
@@ -207,23 +245,22 @@ _LmEvalLoader.add_constructor("!function", lambda loader, node: _Function(loader
 
 
 def read_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """An lm-eval task YAML with its ``include:`` chain merged (the including file's keys win)."""
+    """An lm-eval task YAML with its ``include:`` chain merged (the including file's keys win). Read through
+    :mod:`t2t.yamlsafe` (size, alias, nesting budgets, duplicate keys); a chain longer than
+    ``MAX_INCLUDE_DEPTH`` files is refused, as is a loop."""
     path = Path(path)
     if path.resolve() in _seen:
         raise T2TError(f"{path}: include loop ({' -> '.join(map(str, _seen))})")
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LmEvalLoader)  # noqa: S506 (safe loader)
-    except OSError as exc:
-        raise T2TError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise T2TError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise T2TError(f"{path}: an lm-eval task file is a YAML mapping (task:, dataset_path:, ...)")
+    if len(_seen) >= yamlsafe.MAX_INCLUDE_DEPTH:
+        raise T2TError(f"{_seen[0]}: include chain longer than {yamlsafe.MAX_INCLUDE_DEPTH} files (at {path})")
+    # lm-eval reads its YAML with PyYAML (lm_eval/tasks/_yaml_loader.py: yaml.load with CSafeLoader), where
+    # a repeated key's last value wins: kept so, to import what lm-eval runs.
+    data = yamlsafe.load_yaml_file(path, _LmEvalLoader, unique_keys=False)
+    yamlsafe.expect(data, dict, str(path), "(top level)", "a mapping of lm-eval fields (task:, dataset_path:, ...)")
     include = data.pop("include", None)
     if include is None:
         return data
-    if not isinstance(include, str):
-        raise T2TError(f"{path}: include: must name one YAML file")
+    yamlsafe.expect(include, str, str(path), "include", "the path of one YAML file")
     base = read_config(path.parent / include, _seen + (path.resolve(),))
     base.pop("group", None)  # lm-eval: a group in an included file does not carry over to the includer
     return {**base, **data}
@@ -236,6 +273,7 @@ class LmEvalImport:
     path: Path
     name: str
     notes: list[str]
+    text: str = field(default="", repr=False)  # the task file's text
 
 
 def _refuse(path: Path, key: str, why: str) -> T2TError:
@@ -271,10 +309,11 @@ def _jinja(path: Path, key: str, value: Any, env: jinja2.Environment, body: bool
 
 def _choices(path: Path, value: Any, env: jinja2.Environment) -> list[str] | str:
     """doc_to_choice as t2t's ``choices``: a fixed list, or Jinja rendering ``a ||| b ||| c``."""
-    if isinstance(value, list):
-        return [str(c) for c in value]
-    if isinstance(value, dict):  # lm-eval takes a mapping's values
-        return [str(c) for c in value.values()]
+    if isinstance(value, (list, dict)):  # lm-eval takes a mapping's values
+        items = list(value.values()) if isinstance(value, dict) else value
+        yamlsafe.expect(items, lambda v: all(isinstance(c, (str, int, float)) for c in v), str(path),
+                        "doc_to_choice", "a list of strings (or numbers)")
+        return [str(c) for c in items]
     if isinstance(value, str) and re.fullmatch(r"[A-Za-z_]\w*", value):
         expr = value
     else:
@@ -290,17 +329,19 @@ def _choices(path: Path, value: Any, env: jinja2.Environment) -> list[str] | str
 
 
 def _first_row(source: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The first row of a local JSON Lines source (read without datasets), else None."""
+    """The first row of a local JSON Lines source (read without datasets), else None. Only JSON: a CSV
+    row is all strings where datasets would read numbers, so a template could render it otherwise."""
     files = source.get("files") or {}
     first = next(iter(files.values()), None)
-    if first is None or not first.endswith(".jsonl"):
+    first = first[0] if isinstance(first, list) else first
+    if not isinstance(first, str) or not first.endswith((".jsonl", ".json")):
         return None
     try:
         with open(first, encoding="utf-8") as f:
-            row = json.loads(f.readline() or "null")
+            row = yamlsafe.load_json(f.readline(yamlsafe.MAX_BYTES) or "null")
     except (OSError, ValueError):
-        return None  # loading the task names the problem
-    return row if isinstance(row, dict) else None
+        return None  # not JSON Lines (a .json holding one list), or unreadable: loading the task names it
+    return row if isinstance(row, dict) and row else None
 
 
 def _output_type(config: Mapping[str, Any], path: Path) -> str:
@@ -311,7 +352,8 @@ def _output_type(config: Mapping[str, Any], path: Path) -> str:
     for key, value in config.items():
         if isinstance(value, _Function) and key not in ("doc_to_text", "doc_to_target", "doc_to_choice"):
             raise _refuse(path, key, f"'!function {value.target}' runs Python code")
-    output = config.get("output_type", "generate_until")
+    output = yamlsafe.expect(config.get("output_type", "generate_until"), str, str(path), "output_type",
+                             "multiple_choice or generate_until")
     if output not in ("multiple_choice", "generate_until"):
         raise _refuse(path, "output_type", f"'{output}' has no t2t equivalent; t2t scores multiple_choice "
                                            "(rank classification) and generate_until (generation)")
@@ -324,36 +366,62 @@ def _output_type(config: Mapping[str, Any], path: Path) -> str:
 
 def _source(config: Mapping[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """The task file's ``source`` and ``splits`` (t2t split -> the dataset's) for an lm-eval config."""
+    where = str(path)
     dataset = config.get("dataset_path")
     if not isinstance(dataset, str) or not dataset:
         raise _refuse(path, "dataset_path", "missing: t2t needs the hub dataset (or json/csv/parquet files)")
-    kwargs = dict(config.get("dataset_kwargs") or {})
-    splits = {t2t: config[key] for t2t, key in (("train", "training_split"), ("validation", "validation_split"),
-                                                ("test", "test_split")) if config.get(key)}
+    kwargs = dict(yamlsafe.expect(config.get("dataset_kwargs") or {}, dict, where, "dataset_kwargs",
+                                  "a mapping (data_files: ..., trust_remote_code: ...)"))
+    splits = {t2t: yamlsafe.expect(config[key], str, where, key, "a split name")
+              for t2t, key in (("train", "training_split"), ("validation", "validation_split"),
+                               ("test", "test_split")) if config.get(key)}
     if not splits:
         raise _refuse(path, "test_split", "no training_split, validation_split or test_split is set")
     if dataset in ("json", "csv", "parquet") and "data_files" in kwargs:
-        files = kwargs.pop("data_files")
+        files = _data_files(kwargs.pop("data_files"), where)
         files = files if isinstance(files, dict) else {s: files for s in splits.values()}
-        # lm-eval (datasets) reads relative data_files from the folder it runs in, so they are resolved here
-        source: dict[str, Any] = {"files": {str(k): str(Path(v).resolve()) for k, v in files.items()}}
+        source: dict[str, Any] = {"files": files}
     else:
         source = {"hf": dataset}
-        if config.get("dataset_name"):
-            source["config"] = str(config["dataset_name"])
+        if config.get("dataset_name") is not None:
+            source["config"] = str(yamlsafe.expect(config["dataset_name"], (str, int, float), where, "dataset_name",
+                                                   "a config name"))
         if kwargs.pop("trust_remote_code", False):
             source["trust_remote_code"] = True
     if kwargs:
-        raise _refuse(path, "dataset_kwargs", f"'{sorted(kwargs)[0]}' has no t2t source equivalent")
+        raise _refuse(path, "dataset_kwargs", f"'{sorted(map(str, kwargs))[0]}' has no t2t source equivalent")
     return source, splits
 
 
-def _metrics(config: Mapping[str, Any], output: str, notes: list[str]) -> list[str]:
+def _is_paths(value: Any) -> bool:
+    return isinstance(value, str) and value != "" or isinstance(value, list) and value != [] and all(
+        isinstance(v, str) and v for v in value)
+
+
+def _data_files(files: Any, where: str) -> str | list[str] | dict[str, str | list[str]]:
+    """``dataset_kwargs.data_files`` (a path, a list of paths, or split -> path(s), as datasets takes them)
+    with each path resolved: lm-eval (datasets) reads relative paths from the folder it runs in."""
+    yamlsafe.expect(files, lambda v: _is_paths(v) or isinstance(v, dict) and v != {} and all(
+        isinstance(k, str) and _is_paths(p) for k, p in v.items()), where, "dataset_kwargs.data_files",
+        "a path, a list of paths or a mapping of split name to path(s)")
+
+    def resolved(p: str | list[str]) -> str | list[str]:
+        return str(Path(p).resolve()) if isinstance(p, str) else [str(Path(x).resolve()) for x in p]
+
+    return {k: resolved(v) for k, v in files.items()} if isinstance(files, dict) else resolved(files)
+
+
+def _metrics(config: Mapping[str, Any], output: str, notes: list[str], where: str) -> list[str]:
     """t2t's metrics for the config's ``metric_list`` (notes get the ones left out): rank classification
     scores accuracy; a generation task keeps what maps to t2t, else exact match."""
-    metrics = []
-    for item in config.get("metric_list") or [{"metric": "acc" if output == "multiple_choice" else "exact_match"}]:
+    metrics: list[str] = []
+    given = config.get("metric_list") or [{"metric": "acc" if output == "multiple_choice" else "exact_match"}]
+    yamlsafe.expect(given, list, where, "metric_list", "a list of {metric: NAME, ...} mappings")
+    for item in given:
         metric = item.get("metric") if isinstance(item, dict) else None
+        if not isinstance(metric, (str, _Function)):
+            yamlsafe.expect(item, dict, where, "metric_list[]", "a mapping {metric: NAME, ...}")
+            yamlsafe.expect(metric, str, where, "metric_list[].metric", "a metric name")
         if isinstance(metric, _Function) or metric not in IMPORT_METRICS:
             notes.append(f"metric {metric!r} left out (t2t has no equivalent)")
         elif IMPORT_METRICS[metric] not in metrics:
@@ -363,14 +431,21 @@ def _metrics(config: Mapping[str, Any], output: str, notes: list[str]) -> list[s
     return metrics or ["exact_match"]
 
 
-def to_task_file(config: Mapping[str, Any], path: Path, cluster: str, env: jinja2.Environment,
-                 name: str | None = None) -> tuple[str, str, list[str]]:
-    """The t2t task file text of one lm-eval config, its name, and notes on what was left out."""
-    output = _output_type(config, path)
+def task_name(config: Mapping[str, Any], path: Path, name: str | None = None) -> str:
+    """The t2t task name of one lm-eval config: ``name``, else its ``task:``, else the file's stem."""
     task_name = name or str(config.get("task") or path.stem)
-    if not isinstance(task_name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", task_name):
-        raise _refuse(path, "task", f"'{task_name}' is not a t2t task name (letters, digits, '_', '-', '.'); "
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", task_name):
+        raise _refuse(path, "task", f"'{task_name[:80]}' is not a t2t task name (letters, digits, '_', '-', '.'); "
                                     "pass --name")
+    return task_name
+
+
+def to_task_file(config: Mapping[str, Any], path: Path, cluster: str, env: jinja2.Environment,
+                 name: str | None = None, examples: Sequence[dict[str, Any]] = ()) -> tuple[str, str, list[str]]:
+    """The t2t task file text of one lm-eval config, its name, and notes on what was left out. ``examples``
+    become its example rows; without them the first row of local JSON Lines data does."""
+    output = _output_type(config, path)
+    name = task_name(config, path, name)
     source, splits = _source(config, path)
     notes = [f"'{k}' ignored" if k in IGNORED else f"'{k}' not understood, ignored"
              for k in config if k not in HANDLED]
@@ -378,15 +453,14 @@ def to_task_file(config: Mapping[str, Any], path: Path, cluster: str, env: jinja
     if delimiter != " ":
         notes.append(f"target_delimiter {delimiter!r}: pass --target-delimiter {json.dumps(delimiter)} with "
                      "--choice-scoring lm-eval to score as lm-eval does")
-    metrics = _metrics(config, output, notes)
-
+    metrics = _metrics(config, output, notes, str(path))
     for key in ("doc_to_text", "doc_to_target"):
         if config.get(key) is None:
             raise _refuse(path, key, "missing: lm-eval needs it too")
     text = _jinja(path, "doc_to_text", config["doc_to_text"], env)
     target = _jinja(path, "doc_to_target", config["doc_to_target"], env)
-    front: dict[str, Any] = {"name": task_name, "cluster": cluster,
-                             "description": f"lm-evaluation-harness task {config.get('task', task_name)} "
+    front: dict[str, Any] = {"name": name, "cluster": cluster,
+                             "description": f"lm-evaluation-harness task {str(config.get('task', name))[:80]} "
                                             f"({output}), imported from {path.name}",
                              "source": source, "splits": dict(splits), "tags": ["lm_eval"]}
     if output == "multiple_choice":
@@ -399,43 +473,101 @@ def to_task_file(config: Mapping[str, Any], path: Path, cluster: str, env: jinja
     else:
         front["answer"] = target
     front["metrics"] = metrics
-    example = _first_row(source)
-    if example is not None:  # 'python -m t2t.tasks check' renders the template on it
-        front["example"] = [example]
+    rows = list(examples) or [row for row in [_first_row(source)] if row is not None]
+    if rows:  # 'python -m t2t.tasks check' renders the template on them
+        front["example"] = rows
     else:
-        notes.append("no example row (hub data): add one under 'example:' for 'python -m t2t.tasks check'")
+        notes.append("no example row (hub data): 'python -m t2t.tasks check' needs one; re-import with "
+                     "--example '{\"field\": ...}' or add it under 'example:'")
     head = yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1000)
     comments = "".join(f"# {n}\n" for n in notes)
     body = f"{{% block {TEMPLATE} %}}\n{text}\n|||\n{{{{ t2t.answer }}}}\n{{% endblock %}}\n"
-    return f"---\n{head}{comments}---\n{body}", task_name, notes
+    return f"---\n{head}{comments}---\n{body}", name, notes
+
+
+def parse_examples(examples: Sequence[str | dict[str, Any]]) -> list[dict[str, Any]]:
+    """``--example`` values (JSON objects of a row's fields) as rows; one line naming a bad one."""
+    rows = []
+    for given in examples:
+        try:
+            row = yamlsafe.load_json(given) if isinstance(given, str) else given
+        except ValueError as exc:
+            raise T2TError(f"--example {str(given)[:60]!r}: not JSON ({exc})") from None
+        yamlsafe.expect(row, lambda v: isinstance(v, dict) and v != {}, f"--example {str(given)[:60]!r}", "row",
+                        'a JSON object of fields, e.g. \'{"question": "...", "label": 0}\'')
+        rows.append(row)
+    return rows
+
+
+def existing_tasks(out: Path, task_dirs: Sequence[str | Path] = ()) -> dict[str, Path]:
+    """Task name -> file of every task t2t would find beside an import: built-in, ``--task-dir`` folders
+    (and T2T_TASK_PATH), and ``out``. Only the front matter is read (a name is ``name:`` or the file's
+    stem); a file that cannot be read is passed over (loading it names the problem)."""
+    found: dict[str, Path] = {}
+    folders = [*registry.task_dirs(task_dirs), *([out] if out.is_dir() else [])]
+    for folder in folders:
+        for path in registry.find_task_files(Path(folder)):
+            try:
+                meta, _, _ = split_front_matter(path.read_text(encoding="utf-8"), str(path))
+            except (T2TError, OSError, UnicodeDecodeError):
+                continue
+            name = meta.get("name", path.stem)
+            found.setdefault(str(name).strip(), path)
+    return found
+
+
+def _free_name(name: str, source: Path, target: Path, taken: dict[str, Path], overwrite: bool,
+               rename: bool) -> str:
+    """``name``, or with ``rename`` the first free ``name_2``, ``name_3``, ...; without it a clash with a
+    task of another file (or an existing ``target`` without ``overwrite``) is refused, naming both."""
+    candidate, k = name, 2
+    while True:
+        path = target.with_name(f"{candidate}.jinja")
+        other = taken.get(candidate)
+        clash = other is not None and other.resolve() != path.resolve()
+        exists = path.exists() and not overwrite
+        if not clash and not exists:
+            return candidate
+        if not rename:
+            if clash:
+                raise T2TError(f"{source}: task '{candidate}' already exists ({other}); import it under another "
+                               f"name with --name NAME, or pass --rename-clashes to name it '{name}_{k}'")
+            raise T2TError(f"{path} already exists; pass --overwrite to replace it (or --rename-clashes)")
+        candidate, k = f"{name}_{k}", k + 1
 
 
 def import_tasks(paths: Sequence[str | Path], out_dir: str | Path, cluster: str, name: str | None = None,
-                 overwrite: bool = False) -> list[LmEvalImport]:
-    """Write a t2t task file per lm-eval task YAML; each is loaded back before the next is read."""
+                 overwrite: bool = False, examples: Sequence[str | dict[str, Any]] = (),
+                 task_dirs: Sequence[str | Path] = (), rename_clashes: bool = False) -> list[LmEvalImport]:
+    """Write a t2t task file per lm-eval task YAML, all or nothing: each is staged beside ``out_dir``
+    (:func:`t2t.atomic.staged_files`), loaded and rendered on its example rows there, and the files move
+    in only once every one passed. A name taken by another task (built-in, ``task_dirs``, ``out_dir``, or
+    an earlier file of this import) is refused, or suffixed with ``rename_clashes``."""
     if name and len(paths) > 1:
         raise T2TError("--name names one task: give one lm-eval YAML with it")
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", cluster or ""):
         raise T2TError(f"--cluster {cluster!r}: use letters, digits, '_', '-' or '.'")
     env = T2TSandbox([])  # only its filters are read here: which Jinja filters a template may use
     out = Path(out_dir)
-    done = []
+    rows = parse_examples(examples)
+    taken = existing_tasks(out, task_dirs)
+    planned = []
     for p in map(Path, paths):
-        text, task_name, notes = to_task_file(read_config(p), p, cluster, env, name)
-        target = out / f"{task_name}.jinja"
-        if target.exists() and not overwrite:
-            raise T2TError(f"{target} already exists; pass --overwrite to replace it")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            write_text(target, text)
-        except OSError as exc:
-            raise T2TError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
-        try:
-            task = TaskRegistry.load(include_builtin=False, paths=[target]).get(task_name)
-            for i, row in enumerate(task.example_rows):
-                task.render(row, i, TEMPLATE)
-        except T2TError:
-            target.unlink()
-            raise
-        done.append(LmEvalImport(target, task_name, notes))
-    return done
+        config = read_config(p)
+        wanted = task_name(config, p, name)
+        final = _free_name(wanted, p, out / f"{wanted}.jinja", taken, overwrite, rename_clashes)
+        taken[final] = p  # a later file of this import clashes with this one
+        text, _, notes = to_task_file(config, p, cluster, env, final, rows)
+        renamed = [f"renamed from '{wanted}' (that name is taken)"] if final != wanted else []
+        planned.append(LmEvalImport(out / f"{final}.jinja", final, notes + renamed, text))
+    try:
+        with staged_files(out) as stage:
+            for done in planned:
+                staged = stage.path(done.path.name)
+                write_text(staged, done.text)
+                task = TaskRegistry.load(include_builtin=False, paths=[staged]).get(done.name)
+                for i, row in enumerate(task.example_rows):
+                    task.render(row, i, TEMPLATE)
+    except OSError as exc:
+        raise T2TError(f"--out {out}: cannot write there ({exc.strerror or exc}); nothing was changed") from None
+    return planned

@@ -36,7 +36,8 @@ from typing import Any
 
 import yaml
 
-from t2t.atomic import write_text
+from t2t import yamlsafe
+from t2t.atomic import StagedFiles, staged_files, write_text
 from t2t.errors import T2TError
 from t2t.tasks.registry import TaskRegistry
 
@@ -73,12 +74,8 @@ def _str(value: Any) -> bool:
 def read_task(path: str | Path) -> SniTask:
     """A parsed and checked SNI task JSON."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise T2TError(f"{p}: cannot read it ({exc.strerror or exc})") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise T2TError(f"{p}: not a Super-NaturalInstructions task JSON ({exc})") from None
+    # UTF-8, size and nesting budgets: any problem is one line naming the file
+    data = yamlsafe.load_json_file(p, expected="a Super-NaturalInstructions task JSON")
     if not isinstance(data, dict) or "Instances" not in data or "Definition" not in data:
         raise T2TError(f"{p}: not a Super-NaturalInstructions task JSON (expected 'Definition' and 'Instances')")
     definition = data["Definition"]
@@ -109,7 +106,10 @@ def read_task(path: str | Path) -> SniTask:
         instances.append({"id": str(inst.get("id", f"{p.stem}-{i}")), "input": inst["input"], "output": out})
     if not instances:
         raise T2TError(f"{p}: no usable instances")
-    categories = [c for c in data.get("Categories") or [] if _str(c) and c.strip()] or ["uncategorized"]
+    # A string would be read letter by letter (cluster 'a' from "Answer Generation"): refused instead.
+    given = yamlsafe.expect(data.get("Categories") or [], lambda v: isinstance(v, list) and all(map(_str, v)),
+                            str(p), "Categories", "a list of category names")
+    categories = [c for c in given if c.strip()] or ["uncategorized"]
     return SniTask(re.sub(r"[^A-Za-z0-9_.\-]+", "_", p.stem), definition, examples["Positive Examples"],
                    examples["Negative Examples"], instances, categories, skipped)
 
@@ -170,10 +170,7 @@ def to_task_file(task: SniTask, split: str, data_path: str) -> str:
 
 def read_test_tasks(path: str | Path) -> set[str]:
     """Task names of SNI's held-out list (``splits/default/test_tasks.txt``: one name a line)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise T2TError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    lines = yamlsafe.read_text(path, "--test-tasks").splitlines()
     return {s.strip().removesuffix(".json") for s in lines if s.strip() and not s.startswith("#")}
 
 
@@ -187,42 +184,45 @@ class SniImport:
 
 def import_tasks(paths: Iterable[str | Path], out_dir: str | Path, test_tasks: Iterable[str] = (),
                  overwrite: bool = False) -> SniImport:
-    """Write a task file and a JSON Lines data file for each SNI task JSON; every file is loaded and its
-    templates rendered on its first instance before anything is written."""
+    """Write a task file and a JSON Lines data file for each SNI task JSON, all or nothing: every file is
+    staged beside ``out_dir`` (:func:`t2t.atomic.staged_files`), loaded and its templates rendered on its
+    first instance there, and only then moved in. A failure anywhere leaves ``out_dir`` as it was."""
     out = Path(out_dir)
     test = set(test_tasks)
-    staged: list[tuple[Path, str, Path, str]] = []
-    result = SniImport([], [], [], {})
-    for path in paths:
+    tasks: dict[str, tuple[Path, SniTask]] = {}
+    for path in map(Path, paths):
         task = read_task(path)
-        split = "test" if task.name in test else "train"
-        jinja, data = out / f"{task.name}.jinja", out / "data" / f"{task.name}.jsonl"
-        for p in (jinja, data):
+        if task.name in tasks:
+            raise T2TError(f"{tasks[task.name][0]} and {path} both become task '{task.name}'; import them "
+                           "into different --out folders or rename one file")
+        for p in (out / f"{task.name}.jinja", out / "data" / f"{task.name}.jsonl"):
             if p.exists() and not overwrite:
                 raise T2TError(f"{p} already exists; pass --overwrite to replace it")
-        text = to_task_file(task, split, f"data/{task.name}.jsonl")
-        rows = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in task.instances)
-        staged.append((jinja, text, data, rows))
-        (result.test_tasks if split == "test" else result.train_tasks).append(task.name)
-        if task.skipped:
-            result.skipped[task.name] = task.skipped
+        tasks[task.name] = (path, task)
+    result = SniImport([], [], [], {})
     try:
-        (out / "data").mkdir(parents=True, exist_ok=True)
-        for jinja, text, data, rows in staged:
-            write_text(data, rows)
-            write_text(jinja, text)
-            try:
-                loaded = TaskRegistry.load(include_builtin=False, paths=[jinja]).get(jinja.stem)
-                for name in loaded.template_names:
-                    loaded.render(loaded.example_rows[0], 0, name)
-            except T2TError:
-                jinja.unlink()
-                data.unlink()
-                raise
-            result.task_files.append(jinja)
+        with staged_files(out) as stage:
+            for name, (_, task) in tasks.items():
+                split = "test" if name in test else "train"
+                _stage_task(stage, task, split)
+                result.task_files.append(out / f"{name}.jinja")
+                (result.test_tasks if split == "test" else result.train_tasks).append(name)
+                if task.skipped:
+                    result.skipped[name] = task.skipped
     except OSError as exc:
-        raise T2TError(f"{out}: cannot write there ({exc.strerror or exc})") from None
+        raise T2TError(f"{out}: cannot write there ({exc.strerror or exc}); nothing was changed") from None
     return result
+
+
+def _stage_task(stage: StagedFiles, task: SniTask, split: str) -> None:
+    """Write one task's files into ``stage`` and render each template on its first instance there."""
+    data = f"data/{task.name}.jsonl"
+    write_text(stage.path(data), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in task.instances))
+    jinja = stage.path(f"{task.name}.jinja")
+    write_text(jinja, to_task_file(task, split, data))
+    loaded = TaskRegistry.load(include_builtin=False, paths=[jinja]).get(task.name)
+    for name in loaded.template_names:
+        loaded.render(loaded.example_rows[0], 0, name)
 
 
 def mixture_text(imported: SniImport, description: str | None = None) -> str:
