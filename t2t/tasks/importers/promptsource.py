@@ -51,8 +51,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +60,7 @@ from typing import Any
 import yaml
 
 from t2t import yamlsafe
+from t2t.atomic import staged_files, write_text
 from t2t.errors import T2TError, TaskFileError
 from t2t.tasks.registry import TaskRegistry
 from t2t.tasks.runtime import SEPARATOR, TEXT_VAR_LENGTH
@@ -236,6 +235,10 @@ def _failed_template(exc: TaskFileError, blocks: Mapping[str, str]) -> str | Non
     return blocks.get(where) if where else None
 
 
+class _Retry(Exception):
+    """A template was refused: the staged import is dropped and the rest imported again."""
+
+
 def import_collection(path: str | Path, out_dir: str | Path, cluster: str, name: str | None = None,
                       overwrite: bool = False, examples: Sequence[Mapping[str, Any]] = (),
                       truncate: int | None = TEXT_VAR_LENGTH) -> Imported:
@@ -253,34 +256,32 @@ def import_collection(path: str | Path, out_dir: str | Path, cluster: str, name:
         out = Path(out_dir) / f"{task_name}.jinja"
         if out.exists() and not overwrite:
             raise T2TError(f"{out} already exists; pass --overwrite to replace it or --name to pick another name")
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            scratch = Path(tempfile.mkdtemp(prefix=".import-", dir=out.parent))
-        except OSError as exc:
-            raise T2TError(f"{out.parent}: cannot write there ({exc.strerror or exc})") from None
-        try:
-            staged = scratch / out.name
-            staged.write_text(text, encoding="utf-8")
-            try:
-                task = TaskRegistry.load(include_builtin=False, paths=[staged]).get(task_name)
-                for template in task.template_names:
-                    for i, row in enumerate(task.example_rows):
-                        task.render(row, i, template)
-            except TaskFileError as exc:
-                failed = _failed_template(exc, block_ids(collection))
-                # A field missing from an example row is the row's fault: the import fails, naming it.
-                if failed is None or failed in refused or "UndefinedError" in str(exc):
+        try:  # staged beside the folder and moved in once it loads (t2t.atomic.staged_files): a kill or a
+            # full disk leaves the folder as it was, and no half file or scratch copy inside it
+            with staged_files(out.parent) as stage:
+                staged = stage.path(out.name)
+                write_text(staged, text)
+                try:
+                    task = TaskRegistry.load(include_builtin=False, paths=[staged]).get(task_name)
+                    for template in task.template_names:
+                        for i, row in enumerate(task.example_rows):
+                            task.render(row, i, template)
+                except TaskFileError as exc:
+                    failed = _failed_template(exc, block_ids(collection))
+                    # A field missing from an example row is the row's fault: the import fails, naming it.
+                    if failed is None or failed in refused or "UndefinedError" in str(exc):
+                        raise T2TError(f"{path}: the imported task does not load ({exc})") from None
+                    refused[failed] = str(exc).replace(str(staged), str(out))
+                    if len(refused) == len(collection["templates"]):
+                        raise T2TError(f"{path}: every template is refused; the first: "
+                                       f"{next(iter(refused.values()))}") from None
+                    raise _Retry from None
+                except T2TError as exc:
                     raise T2TError(f"{path}: the imported task does not load ({exc})") from None
-                refused[failed] = str(exc).replace(str(staged), str(out))
-                if len(refused) == len(collection["templates"]):
-                    raise T2TError(f"{path}: every template is refused; the first: "
-                                   f"{next(iter(refused.values()))}") from None
-                continue
-            except T2TError as exc:
-                raise T2TError(f"{path}: the imported task does not load ({exc})") from None
-            staged.replace(out)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        except _Retry:
+            continue  # import again without the refused template
+        except OSError as exc:
+            raise T2TError(f"{out.parent}: cannot write there ({exc.strerror or exc}); nothing was changed") from None
         by_id = {t["id"]: t["name"] for t in collection["templates"]}
         notes = [(by_id[i], i, r) for i, r in refused.items()]
         notes += [(t["name"], t["id"], r) for t in collection["templates"] if t["id"] not in refused
