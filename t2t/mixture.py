@@ -3,6 +3,10 @@
     python -m t2t.mixture list
     python -m t2t.mixture show NAME [--heldout C] [--json]
     python -m t2t.mixture sample NAME [--n N] [--seed S] [--heldout C] [--json]
+    python -m t2t.mixture check NAME [--n 13] [--split validation] [--heldout C] [--json]
+
+``check`` prints, per held-out task, its rows that share an n-gram (13 words by default) with a row the
+mixture trains on, GPT-3's contamination test: ``k/n`` dirty and a percentage (:mod:`t2t.mixtures.contamination`).
 
 Options: defaults < ``--config`` YAML (:class:`t2t.mixtures.config.MixtureConfig`, flat keys or under
 mixture/sample) < flags; ``--save-config FILE`` writes the resolved options for ``--config``. The rules
@@ -18,6 +22,7 @@ from collections.abc import Sequence
 
 from t2t import config as configs
 from t2t.errors import T2TError, run_cli
+from t2t.mixtures import contamination
 from t2t.mixtures.config import COMMAND, MixtureConfig
 from t2t.mixtures.resolve import load_mixture
 from t2t.mixtures.spec import MixtureRegistry
@@ -31,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_list = sub.add_parser("list", help="list the mixtures")
     p_show = sub.add_parser("show", help="tasks, rates and the held-out split of a mixture")
     p_sample = sub.add_parser("sample", help="print rendered draws of a mixture's training stream")
-    for p in (p_show, p_sample):
+    p_check = sub.add_parser("check", help="held-out rows that share a 13-gram with the training rows (GPT-3)")
+    for p in (p_show, p_sample, p_check):
         p.add_argument("name", nargs="?", help="the mixture (or mixture: in --config)")
     configs.add_arguments(p_list, MixtureConfig, only=())
     p_list.add_argument("--task-dir", dest="task_dir", action="append", metavar="DIR",
@@ -39,8 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_list.add_argument("--mixture-dir", dest="mixture_dir", action="append", metavar="DIR",
                         help="extra folder of mixture files (repeatable; also T2T_MIXTURE_PATH)")
     configs.add_arguments(p_show, MixtureConfig, only=("mixture",))
-    configs.add_arguments(p_sample, MixtureConfig)
-    for p in (p_list, p_show, p_sample):
+    configs.add_arguments(p_sample, MixtureConfig, only=("mixture", "sample"))
+    configs.add_arguments(p_check, MixtureConfig, only=("mixture", "check"))
+    p_check.add_argument("--n", dest="ngram", default=None, metavar="N", help="the same as --ngram")
+    for p in (p_list, p_show, p_sample, p_check):
         configs.add_save_config(p)
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -75,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "mixture: in --config")
     mixture = load_mixture(m.mixture, heldout=m.heldout, allow_source_overlap=m.allow_source_overlap,
                            task_dirs=m.task_dir, mixture_dirs=m.mixture_dir)
+    if args.command == "check":
+        report = contamination.check(mixture, n=cfg.check.ngram, split=cfg.check.split)
+        print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
+        return 0
     if args.command == "show":
         if args.json:
             manifest = mixture.manifest()

@@ -67,6 +67,11 @@ class EvalTasksConfig:
         "help": "split to score (a task without it: validation, else test, then train)", "choices": SPLITS})
     limit: int | None = field(default=None, metadata={
         "help": "score the first N rows of each task", "metavar": "N", "shown": "every row"})
+    contamination: bool = field(default=False, metadata={
+        "help": "also score apart the rows that share an n-gram with the mixture's training rows (dirty) and the "
+                "others (clean), as GPT-3 did; the mixture is --mixture or the adapter run's", "metavar": "[BOOL]"})
+    contamination_ngram: int = field(default=13, metadata={
+        "help": "n-gram size in words of --contamination (GPT-3: 13)", "metavar": "N"})
     task_dir: tuple[str, ...] = field(default=(), metadata={
         "help": "extra task folder (repeatable)", "metavar": "DIR", "shown": "the adapter run's"})
     mixture_dir: tuple[str, ...] = field(default=(), metadata={
@@ -137,7 +142,8 @@ class EvaluateConfig:
         for name, value, least in (("num_shots", s.num_shots, 0), ("batch_size", s.batch_size, 1),
                                    ("bootstrap", s.bootstrap, 0), ("num_beams", s.num_beams, 1),
                                    ("limit", t.limit, 1), ("max_new_tokens", s.max_new_tokens, 1),
-                                   ("max_input_len", s.max_input_len, 2)):
+                                   ("max_input_len", s.max_input_len, 2),
+                                   ("contamination_ngram", t.contamination_ngram, 1)):
             if name == "batch_size" and value == 0:
                 continue  # 0, like None: by device
             if value is not None and value < least:

@@ -151,6 +151,9 @@ class EvalResult:
     notes: list[str] = field(default_factory=list)
     bootstrap: dict | None = None  # t2t.evaluation.significance.paired_bootstrap's result (2+ models)
     config: EvaluateConfig | None = None  # the resolved config, saved as config.yaml beside the report
+    examples: list[ExampleScores] = field(default_factory=list, repr=False)  # the per-example scores
+    contamination: dict | None = None  # --contamination: t2t.evaluation.contamination.as_dict
+    contamination_markdown: str = ""
     provenance: dict | None = None  # t2t.modeling.provenance.record: base hash, adapters' hashes, machine
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,6 +166,8 @@ class EvalResult:
             data["provenance"] = self.provenance
         if self.samples is not None:
             data["samples"] = self.samples
+        if self.contamination is not None:
+            data["contamination"] = self.contamination
         return data
 
     def markdown(self) -> str:
@@ -182,6 +187,8 @@ class EvalResult:
         body = head + render_markdown(self.report) + (notes + "\n" if notes else "")
         if self.bootstrap is not None:
             body += "\n" + bootstrap_markdown(self.bootstrap)
+        if self.contamination_markdown:
+            body += "\n" + self.contamination_markdown
         return body
 
 
@@ -374,7 +381,7 @@ def assemble(config: EvaluateConfig, base: Base, plans: Sequence[TaskPlan], labe
                                                  r["chat_template"]),
                 "resolved": configs.to_dict(config)}
     return EvalResult(report, scored.models, {p.task.name: p.info() for p in plans}, settings, scored.samples,
-                      bootstrap=intervals, config=config)
+                      bootstrap=intervals, config=config, examples=scored.examples)
 
 
 def choice_scoring(convention: str, target_delimiter: str, family: str = "seq2seq",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from t2t.errors import T2TError
 from t2t.mixtures.spec import STOP_POLICIES
+from t2t.tasks.task import SPLITS
 
 COMMAND = "t2t.mixture"
 
@@ -45,13 +46,29 @@ class SampleOptions:
 
 
 @dataclass(frozen=True)
+class CheckOptions:
+    """``check``: the n-gram contamination report (:mod:`t2t.mixtures.contamination`)."""
+
+    ngram: int = field(default=13, metadata={
+        "help": "n-gram size in words (GPT-3: 13); also --n on check", "metavar": "N"})
+    split: str = field(default="validation", metadata={
+        "help": "held-out split to check (a task without it: validation, else test, then train)",
+        "metavar": "SPLIT"})
+
+
+@dataclass(frozen=True)
 class MixtureConfig:
     mixture: MixtureOptions = field(default_factory=MixtureOptions)
     sample: SampleOptions = field(default_factory=SampleOptions)
+    check: CheckOptions = field(default_factory=CheckOptions)
 
     def validate(self) -> None:
         s = self.sample
         if s.n < 0 or s.start < 0:
             raise T2TError("--n and --start must not be negative")
+        if self.check.ngram < 1:
+            raise T2TError(f"--ngram {self.check.ngram}: the n-gram size must be at least 1 (GPT-3 used 8 to 13)")
+        if self.check.split not in SPLITS:
+            raise T2TError(f"--split {self.check.split}: use {', '.join(SPLITS)}")
         if s.stop is not None and s.stop not in STOP_POLICIES:
             raise T2TError(f"--stop {s.stop}: use one of {', '.join(STOP_POLICIES)}")
