@@ -212,6 +212,13 @@ class StagedFiles:
         staged.parent.mkdir(parents=True, exist_ok=True)
         return staged
 
+    def write_text(self, rel: str | os.PathLike[str], text: str) -> Path:
+        """Stage ``out/rel`` with ``text`` (UTF-8). Written directly: the stage is private until the commit,
+        which flushes every staged file once."""
+        staged = self.path(rel)
+        staged.write_bytes(text.encode("utf-8"))
+        return staged
+
     def remove(self, rel: str | os.PathLike[str]) -> None:
         """Delete ``out/rel`` on commit (unless the stage holds a new one)."""
         self.removed.add(Path(rel).as_posix())
@@ -249,16 +256,19 @@ def staged_files(out: str | os.PathLike[str]) -> Iterator[StagedFiles]:
 def _apply(stage: Path, journal: dict[str, Any]) -> None:
     """Move a committed stage's files into place (each rename atomic; rerunning it is harmless)."""
     out = Path(journal["out"])
+    folders = {out}
     for rel in journal["files"]:
         new, final = stage / "new" / rel, out / rel
         if new.exists():
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(new, final)
-            fsync_dir(final.parent)
+            folders.add(final.parent)
     for rel in journal["remove"]:
         with contextlib.suppress(FileNotFoundError):
             (out / rel).unlink()
-    fsync_dir(out)
+            folders.add((out / rel).parent)
+    for folder in folders:
+        fsync_dir(folder)
     shutil.rmtree(stage, ignore_errors=True)
 
 

@@ -57,14 +57,13 @@ import yaml
 from jinja2 import nodes
 
 from t2t import yamlsafe
-from t2t.atomic import staged_files, write_text
+from t2t.atomic import staged_files
 from t2t.errors import T2TError
 from t2t.tasks import registry
 from t2t.tasks.registry import TaskRegistry
 from t2t.tasks.sandbox import T2TSandbox
 from t2t.tasks.sources import load_rows
 from t2t.tasks.task import SPLITS, Task, warn
-from t2t.tasks.taskfile import split_front_matter
 
 TEMPLATE = "lm_eval"
 GROUP = "t2t"
@@ -180,8 +179,8 @@ def export_tasks(tasks: Sequence[Task], out_dir: str | Path, split: str = "valid
     try:
         with staged_files(out) as stage:
             for rel, text in files.items():
-                write_text(stage.path(rel), text)
-            write_text(stage.path(MANIFEST), json.dumps({"files": sorted(files)}, indent=1) + "\n")
+                stage.write_text(rel, text)
+            stage.write_text(MANIFEST, json.dumps({"files": sorted(files)}, indent=1) + "\n")
             for rel in set(earlier) - set(files):
                 stage.remove(rel)
     except OSError as exc:
@@ -499,20 +498,24 @@ def parse_examples(examples: Sequence[str | dict[str, Any]]) -> list[dict[str, A
     return rows
 
 
+_NAME_RE = re.compile(r"""^name:[ \t]*["']?([A-Za-z0-9_.\-]+)["']?[ \t]*(?:#.*)?$""", re.M)
+
+
 def existing_tasks(out: Path, task_dirs: Sequence[str | Path] = ()) -> dict[str, Path]:
     """Task name -> file of every task t2t would find beside an import: built-in, ``--task-dir`` folders
-    (and T2T_TASK_PATH), and ``out``. Only the front matter is read (a name is ``name:`` or the file's
-    stem); a file that cannot be read is passed over (loading it names the problem)."""
+    (and T2T_TASK_PATH), and ``out``. A name is the front matter's top-level ``name:`` or the file's stem,
+    found with a regex: parsing every front matter's YAML took 0.2 s for the built-in tasks alone."""
     found: dict[str, Path] = {}
     folders = [*registry.task_dirs(task_dirs), *([out] if out.is_dir() else [])]
     for folder in folders:
         for path in registry.find_task_files(Path(folder)):
             try:
-                meta, _, _ = split_front_matter(path.read_text(encoding="utf-8"), str(path))
-            except (T2TError, OSError, UnicodeDecodeError):
-                continue
-            name = meta.get("name", path.stem)
-            found.setdefault(str(name).strip(), path)
+                text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
+            except (OSError, UnicodeDecodeError):
+                continue  # loading it names the problem
+            front = text.split("\n---", 1)[0]
+            named = _NAME_RE.search(front)
+            found.setdefault(named.group(1) if named else path.stem, path)
     return found
 
 
@@ -563,8 +566,7 @@ def import_tasks(paths: Sequence[str | Path], out_dir: str | Path, cluster: str,
     try:
         with staged_files(out) as stage:
             for done in planned:
-                staged = stage.path(done.path.name)
-                write_text(staged, done.text)
+                staged = stage.write_text(done.path.name, done.text)
                 task = TaskRegistry.load(include_builtin=False, paths=[staged]).get(done.name)
                 for i, row in enumerate(task.example_rows):
                     task.render(row, i, TEMPLATE)

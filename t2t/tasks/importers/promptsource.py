@@ -60,7 +60,7 @@ from typing import Any
 import yaml
 
 from t2t import yamlsafe
-from t2t.atomic import staged_files, write_text
+from t2t.atomic import staged_files
 from t2t.errors import T2TError, TaskFileError
 from t2t.tasks.registry import TaskRegistry
 from t2t.tasks.runtime import SEPARATOR, TEXT_VAR_LENGTH
@@ -259,8 +259,7 @@ def import_collection(path: str | Path, out_dir: str | Path, cluster: str, name:
         try:  # staged beside the folder and moved in once it loads (t2t.atomic.staged_files): a kill or a
             # full disk leaves the folder as it was, and no half file or scratch copy inside it
             with staged_files(out.parent) as stage:
-                staged = stage.path(out.name)
-                write_text(staged, text)
+                staged = stage.write_text(out.name, text)
                 try:
                     task = TaskRegistry.load(include_builtin=False, paths=[staged]).get(task_name)
                     for template in task.template_names:

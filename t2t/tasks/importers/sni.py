@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from t2t import yamlsafe
-from t2t.atomic import StagedFiles, staged_files, write_text
+from t2t.atomic import StagedFiles, staged_files
 from t2t.errors import T2TError
 from t2t.tasks.registry import TaskRegistry
 
@@ -217,9 +217,8 @@ def import_tasks(paths: Iterable[str | Path], out_dir: str | Path, test_tasks: I
 def _stage_task(stage: StagedFiles, task: SniTask, split: str) -> None:
     """Write one task's files into ``stage`` and render each template on its first instance there."""
     data = f"data/{task.name}.jsonl"
-    write_text(stage.path(data), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in task.instances))
-    jinja = stage.path(f"{task.name}.jinja")
-    write_text(jinja, to_task_file(task, split, data))
+    stage.write_text(data, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in task.instances))
+    jinja = stage.write_text(f"{task.name}.jinja", to_task_file(task, split, data))
     loaded = TaskRegistry.load(include_builtin=False, paths=[jinja]).get(task.name)
     for name in loaded.template_names:
         loaded.render(loaded.example_rows[0], 0, name)
