@@ -24,7 +24,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from t2t.errors import T2TError
@@ -74,15 +75,62 @@ def check_writable(out: Path) -> None:
         try:
             with open(probe, "w") as f:
                 f.write("ok")
-            probe.unlink()
+                f.flush()  # a full disk fails here (or at close), after the file was created
         except OSError as exc:
-            raise T2TError(f"--output-dir {out} is not writable ({exc.strerror or exc}); choose another "
-                           "--output-dir") from None
+            raise T2TError(f"--output-dir {out} is not writable ({write_error(exc, out, PROBE_BYTES)}); "
+                           "choose another --output-dir") from None
+        finally:
+            with contextlib.suppress(OSError):  # never left behind, whether the write worked or not
+                probe.unlink()
         return
     parent = next((p for p in out.parents if p.exists()), Path("."))
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise T2TError(f"--output-dir {out}: cannot create it in {parent} (not a writable folder); choose another "
                        "--output-dir")
+
+
+PROBE_BYTES = 4096  # the probe writes 2 bytes; a file takes at least one block
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Free space on the file system of ``folder`` (or of the nearest existing folder above it), for this
+    user; None where it cannot be read."""
+    here = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    try:
+        return shutil.disk_usage(here).free
+    except OSError:
+        return None
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def write_error(exc: OSError, folder: Path, needed: int | None = None) -> str:
+    """What went wrong in a write into ``folder``, for a one-line message. A full disk (ENOSPC, or EDQUOT:
+    a quota) names the folder and the free space the write needs (``needed``: an estimate from what was
+    being written) beside what is free now, since the failed write's partial files were removed."""
+    reason = exc.strerror or str(exc)
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return reason
+    free = free_bytes(folder)
+    need = f"needs about {human_bytes(needed)} free in {folder}" if needed else f"needs more free space in {folder}"
+    return f"{reason}: {need}{f', {human_bytes(free)} free now' if free is not None else ''}"
+
+
+@contextlib.contextmanager
+def writing(out: Path, what: str, needed: int | None = None) -> Iterator[None]:
+    """An OSError while writing ``what`` into ``out`` as one T2TError (a full disk with the space needed,
+    :func:`write_error`); the writes inside go through :mod:`t2t.atomic`, so what was there stays whole."""
+    try:
+        yield
+    except OSError as exc:
+        raise T2TError(f"--output-dir {out}: cannot write {what} ({write_error(exc, out, needed)}); files written "
+                       "before are unchanged; free space or choose another --output-dir") from None
 
 
 def create_output_dir(out: Path) -> Path:

@@ -31,6 +31,7 @@ from t2t.evaluation.significance import render_markdown as bootstrap_markdown
 from t2t.modeling.adapter_base import check_adapter_base
 from t2t.modeling.config import DEFAULT_MODEL
 from t2t.modeling.provenance import record, summary_line
+from t2t.outputs import write_error
 from t2t.tasks import sources
 from t2t.tasks.cot import is_cot_task
 from t2t.tasks.fewshot import FEW_SHOT_SEP, FEW_SHOT_XY
@@ -448,6 +449,9 @@ def write_outputs(result: EvalResult, out: Path) -> dict[str, Path]:
     try:
         write_files(writers)
     except OSError as exc:
-        raise T2TError(f"--output-dir {out}: cannot write the report ({exc.strerror or exc}); earlier results "
-                       "there are unchanged; free space or choose another --output-dir") from None
+        # the space needed: the texts, and the chart at the size of the earlier one (else ~100 kB)
+        png = paths["png"].stat().st_size if paths["png"].is_file() else 100_000
+        needed = sum(len(text.encode("utf-8")) for text in texts.values()) + png
+        raise T2TError(f"--output-dir {out}: cannot write the report ({write_error(exc, out, needed)}); earlier "
+                       "results there are unchanged; free space or choose another --output-dir") from None
     return paths

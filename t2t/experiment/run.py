@@ -30,7 +30,7 @@ from t2t.evaluation.runner import evaluate, write_outputs
 from t2t.experiment.config import ExperimentConfig
 from t2t.experiment.plan import Plan, check_folders, load_plan_mixture, make_plan
 from t2t.experiment.report import _overfit_stats, summarize_seeds, summary_markdown
-from t2t.outputs import FolderLock, create_output_dir
+from t2t.outputs import FolderLock, create_output_dir, writing
 
 
 def label(kind: str, seed: int, seeds: Sequence[int]) -> str:
@@ -45,12 +45,16 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     check_folders(cfg, mixture)  # before hours of training, not after
     out = create_output_dir(Path(cfg.experiment.output_dir))
     with FolderLock(out, "t2t.experiment"):
-        configs.save(cfg, out / "config.yaml")
+        with writing(out, "config.yaml"):
+            configs.save(cfg, out / "config.yaml")
         plan = make_plan(cfg, mixture)
         runs = train_runs(cfg, plan)
         summary = score_parts(cfg, plan, runs)
-        write_json(out / "summary.json", summary)
-        write_text(out / "summary.md", summary_markdown(summary))
+        markdown = summary_markdown(summary)
+        needed = len(json.dumps(summary, indent=2, default=str)) + len(markdown)
+        with writing(out, "summary.json and summary.md", needed):
+            write_json(out / "summary.json", summary)
+            write_text(out / "summary.md", markdown)
     return summary
 
 

@@ -30,8 +30,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed.checkpoint as dcp
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from t2t import atomic
@@ -39,6 +42,7 @@ from t2t.errors import T2TError
 from t2t.modeling.integrity import check_safetensors, file_checksums, verify_checksums
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+SHARDED = "sharded"  # the DCP folder inside a checkpoint written under FSDP2
 
 
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -76,6 +80,18 @@ def gathered_state(model: torch.nn.Module, trainable_only: bool) -> dict[str, to
             gathered[key] = whole(value).detach()
         out[name] = gathered[key]
     return out
+
+
+def state_bytes(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    """Bytes of the model's parameters (only the trainable ones with ``trainable_only``), whole: what an
+    adapter or model folder takes, for the free space a full disk's message asks for. DTensor shards count
+    at their global size (``numel`` of a DTensor is the whole tensor's)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def checkpoint_bytes(model: torch.nn.Module) -> int:
+    """About what a checkpoint takes: the trainable weights and AdamW's two moments of the same size."""
+    return 3 * state_bytes(model, trainable_only=True)
 
 
 def _shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -144,7 +160,8 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     if not root.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if (m := CHECKPOINT_RE.match(p.name)) and p.is_dir()
-             and all((p / name).is_file() for name in ("state.json", "trainable.safetensors"))]
+             and (p / "state.json").is_file()
+             and ((p / "trainable.safetensors").is_file() or (p / SHARDED / ".metadata").is_file())]
     return sorted(found)
 
 
@@ -165,44 +182,111 @@ def _sweep(root: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    state: dict[str, Any], keep: int, rank: int = 0, world_size: int = 1,
-                    barrier: Any = None) -> Path:
-    """Write checkpoint ``step`` atomically. Every rank writes its RNG; rank 0 writes the rest.
+def _all_files(folder: Path) -> list[str]:
+    """Every file below ``folder``, as paths relative to it (a sharded checkpoint has a subfolder)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
-    ``barrier`` (a callable) synchronises processes between the per-rank writes and the rename.
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"checkpoint-{step:06d}"
-    tmp = atomic.staging_path(final)  # .checkpoint-NNNNNN.tmp, the same name on every rank
-    if rank == 0:
-        _sweep(root)
-    if barrier:
-        barrier()
-    if rank == 0:
-        tmp.mkdir(parents=True)
-    if barrier:
-        barrier()
-    _save_tensors(torch_rng_tensors(), tmp / f"rng-rank{rank}.safetensors")
-    # every rank: under FSDP2 gathering the shards is collective (under DDP these are the tensors themselves)
+
+def _write_weights(tmp: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int) -> dict[str, Any]:
+    """The weights and optimiser states into the staged checkpoint ``tmp``; what state.json records of them.
+
+    Sharded (FSDP2): every rank writes its own shards through DCP, nothing is gathered. Otherwise rank 0
+    writes the whole tensors as safetensors."""
+    if is_sharded(model):
+        save_sharded(model, optimizer, tmp / SHARDED)
+        return {"format": "dcp"}
     weights = {n: whole(p) for n, p in trainable_state(model).items()}
     opt_tensors, opt_meta = optimizer_to_flat(optimizer)
     if rank == 0:
         _save_tensors(weights, tmp / "trainable.safetensors")
         _save_tensors(opt_tensors, tmp / "optimizer.safetensors")
-    if barrier:
-        barrier()
+    return {"optimizer": opt_meta}
+
+
+def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    state: dict[str, Any], keep: int, rank: int = 0, world_size: int = 1,
+                    barrier: Any = None) -> Path:
+    """Write checkpoint ``step`` atomically. Every rank writes its RNG (and, sharded, its shards); rank 0
+    writes the rest. A failure while writing (a full disk) removes the half-written folder on rank 0, so
+    only complete checkpoints are ever left.
+
+    ``barrier`` (a callable) synchronises processes between the per-rank writes and the rename.
+    """
+    sync = barrier or (lambda: None)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"checkpoint-{step:06d}"
+    tmp = atomic.staging_path(final)  # .checkpoint-NNNNNN.tmp, the same name on every rank
     if rank == 0:
-        atomic.write_json(tmp / "state.json", {**state, "step": step, "world_size": world_size,
-                                               "optimizer": opt_meta, "rng": rng_state(),
-                                               "files": file_checksums(tmp)}, indent=1)
+        _sweep(root)
+    sync()
+    if rank == 0:
+        tmp.mkdir(parents=True)
+    sync()
+    try:
+        _save_tensors(torch_rng_tensors(), tmp / f"rng-rank{rank}.safetensors")
+        weights = _write_weights(tmp, model, optimizer, rank)
+        sync()
+        if rank == 0:
+            atomic.write_json(tmp / "state.json", {**state, "step": step, "world_size": world_size, **weights,
+                                                   "rng": rng_state(), "files": file_checksums(tmp, _all_files(tmp))},
+                              indent=1)
+    except BaseException:
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if rank == 0:
         # A re-run of the same step after a resume replaces it: the old one is renamed away first.
         atomic.publish_dir(tmp, final)
         for _, old_path in list_checkpoints(root)[:-keep]:
             _remove(old_path)
-    if barrier:
-        barrier()
+    sync()
     return final
+
+
+def _read_state(path: Path, advice: str) -> dict[str, Any]:
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        if not isinstance(state, dict):
+            raise ValueError("state.json is not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise T2TError(f"checkpoint {path}: state.json cannot be read ({exc}); {advice}") from None
+    return state
+
+
+def _check_match(path: Path, saved: dict[str, tuple[int, ...]], params: dict[str, tuple[int, ...]]) -> None:
+    """The checkpoint's trainable tensors (name -> shape) are the model's, or one T2TError saying which."""
+    missing = sorted(set(params) - set(saved))
+    unexpected = sorted(set(saved) - set(params))
+    if missing or unexpected:
+        raise T2TError(f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected "
+                       f"{unexpected[:3]}); was it written with another --model or --method?")
+    wrong = [f"{n} {saved[n]} vs {shape}" for n, shape in params.items() if saved[n] != shape]
+    if wrong:
+        raise T2TError(f"checkpoint {path} does not match the model's shapes ({wrong[0]}); was it written with "
+                       "another --model or --lora-r?")
+
+
+def _load_whole(path: Path, state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                world_size: int, advice: str) -> None:
+    """Weights and optimiser states from whole-tensor safetensors (each rank keeps its shard under FSDP2)."""
+    files = [path / "trainable.safetensors", path / "optimizer.safetensors"]
+    for file in files:
+        check_safetensors(file, f"checkpoint {path}", advice)
+    try:
+        weights = load_file(str(files[0]))
+        opt_tensors = load_file(str(files[1]))
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise T2TError(f"checkpoint {path} cannot be read ({exc}); {advice}") from None
+    if state.get("world_size", 1) != world_size:
+        raise T2TError(f"checkpoint {path} was written by {state.get('world_size')} processes, this run has "
+                       f"{world_size}; resume with the same number of processes")
+    params = trainable_state(model)
+    _check_match(path, {n: tuple(w.shape) for n, w in weights.items()}, {n: tuple(p.shape) for n, p in params.items()})
+    with torch.no_grad():
+        for name, param in params.items():
+            full = weights[name].to(param.device, param.dtype)
+            param.copy_(_shard_like(full, param) if isinstance(param, DTensor) else full)
+    optimizer_from_flat(optimizer, opt_tensors, state["optimizer"])
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int = 0,
@@ -210,46 +294,68 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     """Restore weights, optimiser and RNG states; return the saved training state.
 
     Every file is checked first (its recorded sha256, then its safetensors header): a damaged checkpoint
-    is one T2TError naming the file, before anything is restored."""
+    is one T2TError naming the file, before anything is restored. A sharded checkpoint (``format: dcp``)
+    loads on any number of processes, sharded or not; a whole-tensor one needs the process count it was
+    written with."""
     advice = f"delete {path} to resume from the checkpoint before it"
-    try:
-        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-        if not isinstance(state, dict):
-            raise ValueError("state.json is not a JSON object")
-    except (OSError, ValueError) as exc:
-        raise T2TError(f"checkpoint {path}: state.json cannot be read ({exc}); {advice}") from None
+    state = _read_state(path, advice)
     if isinstance(state.get("files"), dict):
         verify_checksums(path, state["files"], f"checkpoint {path}", advice)
+    elif state.get("format") == "dcp":  # DCP's metadata is a pickle: read only what t2t recorded a sha256 of
+        raise T2TError(f"checkpoint {path}: state.json records no checksums; {advice}")
+    if state.get("format") == "dcp":
+        load_sharded(path / SHARDED, model, optimizer, f"checkpoint {path}")
+    else:
+        _load_whole(path, state, model, optimizer, world_size, advice)
     rng_file = path / f"rng-rank{rank}.safetensors"
-    files = [path / "trainable.safetensors", path / "optimizer.safetensors", *([rng_file] if rng_file.exists() else [])]
-    for file in files:
-        check_safetensors(file, f"checkpoint {path}", advice)
-    try:
-        weights = load_file(str(files[0]))
-        opt_tensors = load_file(str(files[1]))
-        rng = load_file(str(rng_file)) if rng_file.exists() else None
-    except (OSError, ValueError, SafetensorError) as exc:
-        raise T2TError(f"checkpoint {path} cannot be read ({exc}); {advice}") from None
-    if state.get("world_size", 1) != world_size:
-        raise T2TError(f"checkpoint {path} was written by {state.get('world_size')} processes, this run has "
-                       f"{world_size}; resume with the same number of processes")
-    params = trainable_state(model)
-    missing = sorted(set(params) - set(weights))
-    unexpected = sorted(set(weights) - set(params))
-    if missing or unexpected:
-        raise T2TError(f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected "
-                       f"{unexpected[:3]}); was it written with another --model or --method?")
-    wrong = [f"{n} {tuple(weights[n].shape)} vs {tuple(p.shape)}" for n, p in params.items()
-             if weights[n].shape != p.shape]
-    if wrong:
-        raise T2TError(f"checkpoint {path} does not match the model's shapes ({wrong[0]}); was it written with "
-                       "another --model or --lora-r?")
-    with torch.no_grad():
-        for name, param in params.items():
-            full = weights[name].to(param.device, param.dtype)
-            param.copy_(_shard_like(full, param) if isinstance(param, DTensor) else full)
-    optimizer_from_flat(optimizer, opt_tensors, state["optimizer"])
+    rng = None
+    if rng_file.exists():  # absent for a rank the run that wrote it did not have (a sharded checkpoint)
+        check_safetensors(rng_file, f"checkpoint {path}", advice)
+        try:
+            rng = load_file(str(rng_file))
+        except (OSError, ValueError, SafetensorError) as exc:
+            raise T2TError(f"checkpoint {path} cannot be read ({exc}); {advice}") from None
     restore_rng(state["rng"])
     if rng is not None:
         restore_torch_rng(rng)
     return state
+
+
+# -- sharded checkpoints (FSDP2) through torch.distributed.checkpoint -------------------------------
+
+def _dcp_options() -> StateDictOptions:
+    # Only the trainable tensors (LoRA: the adapter, not the frozen base); strict=False since the frozen
+    # parameters are left out on purpose (the names are checked by _check_match instead).
+    return StateDictOptions(ignore_frozen_params=True, strict=False)
+
+
+def _plain(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The torch optimiser inside accelerate's wrapper: DCP steps it once with zero gradients to create
+    its states before a load (``_init_optim_state``), which must not go through the wrapper's step."""
+    return getattr(optimizer, "optimizer", optimizer)
+
+
+def save_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    """Every rank writes its own shards of the trainable weights and the optimiser states into ``folder``
+    (``__RANK_0.distcp``; rank 0 adds ``.metadata``), nothing gathered. Collective: every rank calls it.
+
+    DCP's API (torch 2.13, torch/distributed/checkpoint/state_dict.py and state_dict_saver.py):
+    ``get_state_dict(model, optimizer, options=StateDictOptions(...))`` returns the model's and the
+    optimiser's state dicts keyed by parameter name, with DTensor shards as they are; ``dcp.save`` with a
+    ``FileSystemWriter`` writes each rank's local shards and fsyncs them (``sync_files=True``)."""
+    model_state, optim_state = get_state_dict(model, _plain(optimizer), options=_dcp_options())
+    dcp.save({"model": model_state, "optimizer": optim_state}, storage_writer=FileSystemWriter(str(folder)))
+
+
+def load_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, what: str) -> None:
+    """Load a DCP checkpoint written by any number of processes into this run's model and optimiser,
+    sharded as this run shards them (DCP reads the slices each rank needs) or whole on one process.
+    Collective under FSDP2. The caller has verified every file's sha256 (DCP's ``.metadata`` is a pickle)."""
+    reader = FileSystemReader(str(folder))
+    saved = {key.removeprefix("model."): tuple(meta.size) for key, meta in
+             reader.read_metadata().state_dict_metadata.items() if key.startswith("model.") and hasattr(meta, "size")}
+    plain = _plain(optimizer)
+    model_state, optim_state = get_state_dict(model, plain, options=_dcp_options())
+    _check_match(Path(what.removeprefix("checkpoint ")), saved, {n: tuple(t.shape) for n, t in model_state.items()})
+    dcp.load({"model": model_state, "optimizer": optim_state}, storage_reader=reader)
+    set_state_dict(model, plain, model_state_dict=model_state, optim_state_dict=optim_state, options=_dcp_options())

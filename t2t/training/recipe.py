@@ -26,12 +26,21 @@ from t2t.atomic import write_dir, write_json
 from t2t.data.batches import Batcher, StepBatches, StepDataset, auto_workers, batch_tokens, step_loader
 from t2t.errors import Stopped, T2TError
 from t2t.mixtures.stream import build_stream
-from t2t.modeling.checkpoint import gathered_state, is_sharded, list_checkpoints, load_checkpoint, save_checkpoint
+from t2t.modeling.checkpoint import (
+    checkpoint_bytes,
+    gathered_state,
+    is_sharded,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    state_bytes,
+)
 from t2t.modeling.family import model_family
 from t2t.modeling.integrity import record_checksums
 from t2t.modeling.loading import apply_lora, choose_precision, load_adapter, load_model, load_tokenizer, resolve_model
 from t2t.modeling.loss import loss_for_model
 from t2t.modeling.provenance import write_run_provenance
+from t2t.outputs import write_error
 from t2t.tasks import sources
 from t2t.tasks.task import Example
 from t2t.training.config import FinetuneConfig, warmup_swallows_run
@@ -144,16 +153,19 @@ class FinetuneRecipe:
         acc.wait_for_everyone()
 
     @contextlib.contextmanager
-    def _writing(self, what: str, step: int | None = None) -> Iterator[None]:
+    def _writing(self, what: str, step: int | None = None, needed: int | None = None,
+                 folder: Path | None = None) -> Iterator[None]:
         """An OSError while writing (a full disk, a folder gone read-only) as one T2TError that says what
-        was kept. Every write is atomic, so the files already there are whole."""
+        was kept. Every write is atomic, so the files already there are whole. A full disk names ``folder``
+        and the space the write needs (``needed``, estimated by the caller: t2t.outputs.write_error)."""
         try:
             yield
         except OSError as exc:
             last = list_checkpoints(self.ckpt_root)
             at = f" at step {step}" if step is not None else ""
             kept = f"the last complete checkpoint is {last[-1][1]}" if last else "no checkpoint was written yet"
-            raise T2TError(f"--output-dir {self.out}: cannot write {what}{at} ({exc.strerror or exc}); nothing "
+            reason = write_error(exc, folder or self.out, needed)
+            raise T2TError(f"--output-dir {self.out}: cannot write {what}{at} ({reason}); nothing "
                            f"written before was damaged and {kept}; free space (or fix the folder) and run again"
                            f"{f' with: {resume_command(self.out)}' if last else ''}") from None
 
@@ -269,8 +281,9 @@ class FinetuneRecipe:
         t, acc = self.t, self.accelerator
         state = {"scheduler": self.scheduler.state_dict(), "stream": self.stream.state_dict(done * t.batch_size),
                  "config": self.cfg.to_dict(), "loss": loss}
-        save_checkpoint(self.ckpt_root, done, self.model, self.optimizer, state, t.keep_checkpoints,
-                        self.rank, self.world, acc.wait_for_everyone if self.world > 1 else None)
+        with self._writing(f"checkpoint-{done:06d}", done, checkpoint_bytes(self.model), self.ckpt_root):
+            save_checkpoint(self.ckpt_root, done, self.model, self.optimizer, state, t.keep_checkpoints,
+                            self.rank, self.world, acc.wait_for_everyone if self.world > 1 else None)
 
     def _step(self, done: int, prepared: StepBatches, logger: MetricsLogger) -> None:
         """Optimiser step number ``done`` (1-based): backward, checks, update, logs, checkpoint."""
@@ -315,7 +328,8 @@ class FinetuneRecipe:
         ``t2t.evaluate --adapter``) loads. Rewritten whole on a resumed run."""
         state = gathered_state(self.model, trainable_only=True) if is_sharded(self.model) else None
         if self.is_main:
-            with self._writing("a snapshot", done):
+            needed = state_bytes(self.model, trainable_only=True)
+            with self._writing("a snapshot", done, needed, self.out / "snapshots"):
                 save_final(self.model, self.tokenizer, self.out / "snapshots" / f"step-{done:06d}", state_dict=state)
         self.accelerator.wait_for_everyone()
 
@@ -327,7 +341,8 @@ class FinetuneRecipe:
         # FSDP2: every rank gathers the shards (collective), rank 0 saves them
         state = gathered_state(self.model, trainable_only=lora) if is_sharded(self.model) else None
         if self.is_main:
-            with self._writing(f"{tuned_dir.name}/"):
+            needed = state_bytes(self.model, trainable_only=lora) + (state_bytes(self.model) if self.t.merge else 0)
+            with self._writing(f"{tuned_dir.name}/", needed=needed):
                 save_final(self.model, self.tokenizer, tuned_dir,
                            merge_dir=self.out / "merged" if self.t.merge else None, state_dict=state)
                 write_run_provenance(self.out, self.model_path, self.cfg.model.revision, self.cfg.model.model,

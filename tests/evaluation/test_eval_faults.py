@@ -17,7 +17,7 @@ import pytest
 from t2t.errors import T2TError
 from t2t.evaluation.report import Score, summarize
 from t2t.evaluation.runner import EvalResult, write_outputs
-from t2t.outputs import check_output_dir
+from t2t.outputs import PROBE_BYTES, check_output_dir, human_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,8 +62,10 @@ def test_a_full_disk_while_writing_the_report_keeps_the_earlier_one(tmp_path: Pa
         with pytest.raises(T2TError) as info:
             write_outputs(result(75.0), out)
         monkeypatch.undo()
-        assert str(info.value).startswith(f"--output-dir {out}: cannot write the report (No space left on "
-                                          "device); earlier results there are unchanged")
+        message = str(info.value)
+        assert message.startswith(f"--output-dir {out}: cannot write the report (No space left on device: needs "
+                                  "about "), message
+        assert f" free in {out}, " in message and "earlier results there are unchanged" in message
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # whole, old, no staged leftovers
     write_outputs(result(75.0), out)
     assert json.loads((out / "results.json").read_text())["overall"]["base"]["mean"] == 75.0
@@ -111,3 +113,39 @@ def test_evaluate_with_a_damaged_adapter_is_one_line_naming_the_file(tmp_path: P
     assert done.stderr.startswith(f"error: --adapter {adapter}: {damaged} ")
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert not (tmp_path / "eval").exists()
+
+
+def test_a_full_disk_at_the_write_probe_leaves_no_probe_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe file is created, then its write fails (a full disk fails at write or flush, not at open):
+    one line naming the folder and the space needed, and the probe is removed, not left behind."""
+    out = tmp_path / "full"
+    out.mkdir()
+    real_open = builtins.open
+
+    class FullFile:
+        def __init__(self, f) -> None:
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.f.close()
+
+        def write(self, data) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def flush(self) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        return FullFile(f) if Path(str(file)).parent == out and "w" in mode else f
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    with pytest.raises(T2TError) as info:
+        check_output_dir(out, overwrite=False)
+    monkeypatch.undo()
+    assert str(info.value).startswith(f"--output-dir {out} is not writable (No space left on device: needs about "
+                                      f"{human_bytes(PROBE_BYTES)} free in {out}, ")
+    assert list(out.iterdir()) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -197,10 +198,19 @@ def test_a_full_disk_while_checkpointing_is_one_message_and_keeps_the_last_check
     with pytest.raises(T2TError) as info:
         run(mixture_dir, out, max_steps=3)
     message = str(info.value)
-    assert message.startswith(f"--output-dir {out}: cannot write metrics or a checkpoint at step 2 "
-                              "(No space left on device)")
+    assert message.startswith(f"--output-dir {out}: cannot write checkpoint-000002 at step 2 (No space left on "
+                              "device: needs about ")
     assert f"the last complete checkpoint is {out / 'checkpoints' / 'checkpoint-000001'}" in message
-    assert "--resume" in message
+    assert "--resume" in message and "\n" not in message
+    # The folder and the space: an estimate within a factor of 2 of what checkpoint 1 takes on disk.
+    needed = re.search(r"needs about ([\d.]+) (B|kB|MB|GB) free in (\S+), ([\d.]+) (B|kB|MB|GB|TB) free now",
+                       message)
+    assert needed and Path(needed[3]) == out / "checkpoints", message
+    estimate = float(needed[1]) * {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}[needed[2]]
+    written = sum(f.stat().st_size for f in (out / "checkpoints" / "checkpoint-000001").iterdir())
+    assert written / 2 < estimate < written * 2
+    # The half-written checkpoint was removed at once: only the complete one is there.
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-000001"]
     monkeypatch.undo()
     run(mixture_dir, out, max_steps=3, resume=True)  # space again: the run resumes from checkpoint 1
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-000002", "checkpoint-000003"]
@@ -223,7 +233,9 @@ def test_a_full_disk_while_logging_or_saving_the_adapter(mixture_dir: Path, tmp_
     monkeypatch.setattr(recipe, "record_checksums", full)  # inside the staged adapter folder
     with pytest.raises(T2TError) as info:
         run(mixture_dir, out)
-    assert str(info.value).startswith(f"--output-dir {out}: cannot write adapter/ (No space left on device)")
+    assert str(info.value).startswith(f"--output-dir {out}: cannot write adapter/ (No space left on device: "
+                                      f"needs about ")
+    assert f" free in {out}, " in str(info.value)
     assert not (out / "adapter").exists() and not (out / ".adapter.tmp").exists()
     monkeypatch.undo()
     run(mixture_dir, out, resume=True)  # the final checkpoint is there: resuming only writes the adapter
