@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import zipfile
@@ -18,6 +19,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from t2t.__main__ import COMMANDS
 from t2t.mixtures.spec import MixtureRegistry
 from t2t.tasks.registry import TaskRegistry
 
@@ -78,6 +80,39 @@ def test_installed_elsewhere_it_runs_the_demo(installed: dict) -> None:
     assert (installed["cwd"] / "demo" / "adapter" / "adapter_model.safetensors").is_file()
     manifest = json.loads((installed["cwd"] / "demo" / "manifest.json").read_text())
     assert manifest["mixture"] == "offline" and manifest["heldout"]["tasks"]
+
+
+def test_the_console_script_of_the_wheel_in_a_fresh_venv_runs_every_command(installed: dict, tmp_path: Path) -> None:
+    """``pip install`` of the wheel into a new venv gives a ``t2t`` script whose ``--help`` describes every command
+    in a line and whose ``t2t COMMAND --help`` answers for each (the script once crashed on ``t2t tasks``)."""
+    venv = tmp_path / "venv"
+    run("-m", "venv", "--system-site-packages", "--without-pip", str(venv), cwd=tmp_path)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    # --system-site-packages reaches the base interpreter's packages, not those of a venv that runs the tests:
+    # a .pth file appends this environment's site-packages (pyyaml, jinja2, torch...) after the venv's own, so
+    # the wheel's t2t is found first and nothing is reinstalled (a .pth in an appended folder, such as an
+    # editable install's, is not run).
+    Path(purelib, "t2t_test_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    run("-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(installed["wheel"]), cwd=tmp_path)
+    env = {k: v for k, v in installed["env"].items() if k != "PYTHONPATH"}
+    script = str(venv / "bin" / "t2t")
+    calls = [[script, "--help"]] + [[script, name, "--help"] for name in COMMANDS] + [
+        [str(python), "-c", "import t2t; print(t2t.__file__)"]]
+    running = [subprocess.Popen(c, cwd=installed["cwd"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for c in calls]  # side by side: each is a second of imports
+    done = [(p.communicate(timeout=300), p.returncode) for p in running]
+    for call, ((out, err), code) in zip(calls, done, strict=True):
+        assert code == 0 and "usage" in (out.lower() if call[-1] == "--help" else "usage"), \
+            f"{' '.join(call[1:])}: {err[-2000:]}"
+    assert Path(done[-1][0][0].strip()).is_relative_to(venv), done[-1][0][0]  # the wheel's t2t, not the checkout
+    listing = done[0][0][0]
+    for name in COMMANDS:
+        line = next((x for x in listing.splitlines() if x.split()[:1] == [name]), "")
+        assert len(line.split()) > 3, (name, listing)  # the command and a few words on what it does
+    for name, ((out, _), _) in zip(COMMANDS, done[1:], strict=False):
+        assert f"t2t.{name}" in out.splitlines()[0], (name, out[:300])  # that command's own parser answered
 
 
 def test_every_module_sits_in_a_layer_of_the_contract() -> None:
