@@ -167,3 +167,87 @@ def test_limit_error_is_a_yaml_error_with_problem() -> None:
 def test_constructor_value_errors_are_yaml_errors(text: str) -> None:
     with pytest.raises(yaml.YAMLError):
         safe_load(text)
+
+
+# -- budgets, duplicate keys, user files (issue #25) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, key, lines", [
+    ("a: 1\nb: 2\na: 3\n", "a", (1, 3)),
+    ("top:\n  x: 1\n  y: 2\n  x: 1\n", "x", (2, 4)),
+    ("- {k: 1, k: 2}\n", "k", (1, 1)),
+])
+def test_duplicate_keys_are_refused_with_both_lines(text: str, key: str, lines: tuple[int, int]) -> None:
+    assert yaml.safe_load(text) is not None  # plain safe_load keeps the last silently
+    with pytest.raises(yaml.constructor.ConstructorError) as info:
+        safe_load(text)
+    assert info.value.problem == f"duplicate key '{key}' (lines {lines[0]} and {lines[1]}); keep one"
+    assert safe_load(text, unique_keys=False) == yaml.safe_load(text)  # another tool's format, read as it reads it
+
+
+def test_duplicate_key_lines_count_from_first_line_and_merge_keys_may_be_overridden() -> None:
+    with pytest.raises(yaml.constructor.ConstructorError, match=r"lines 3 and 4"):
+        safe_load("a: 1\na: 2\n", first_line=3)
+    assert safe_load("base: &b {x: 1, y: 2}\nrun: {<<: *b, x: 3}\n")["run"] == {"x": 3, "y": 2}
+
+
+def test_depth_and_size_budgets(monkeypatch: pytest.MonkeyPatch) -> None:
+    ok = "[" * yamlsafe.MAX_DEPTH + "]" * yamlsafe.MAX_DEPTH
+    assert safe_load(ok) is not None and yamlsafe.load_json(ok) is not None
+    deeper = "[" * (yamlsafe.MAX_DEPTH + 1) + "]" * (yamlsafe.MAX_DEPTH + 1)
+    with pytest.raises(YAMLLimitError, match="nested too deeply"):
+        safe_load(deeper)
+    for text in (deeper, "[" * 100_000 + "]" * 100_000):  # the second overflows json's C scanner
+        with pytest.raises(ValueError, match=f"nested more than {yamlsafe.MAX_DEPTH} levels"):
+            yamlsafe.load_json(text)
+    monkeypatch.setattr(yamlsafe, "MAX_BYTES", 10)
+    with pytest.raises(YAMLLimitError, match="longer than 10 characters"):
+        safe_load("a: 12345678901")
+
+
+def test_user_files_are_one_line_naming_the_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from t2t.errors import T2TError
+
+    path = tmp_path / "f.yaml"
+    path.write_bytes(b"\xef\xbb\xbfa: 1\n")  # a byte order mark is dropped
+    assert yamlsafe.load_yaml_file(path) == {"a": 1}
+    path.write_bytes(b"a: \xff\n")
+    with pytest.raises(T2TError, match=r"f.yaml: not UTF-8 text \(invalid start byte at byte 3\)"):
+        yamlsafe.load_yaml_file(path, what="--config")
+    path.write_text("a: 1\nb: [\n", encoding="utf-8")
+    with pytest.raises(T2TError, match=r"f.yaml:3: not valid YAML"):
+        yamlsafe.load_yaml_file(path)
+    path.write_text("{\"a\": " * 200 + "1" + "}" * 200, encoding="utf-8")
+    with pytest.raises(T2TError, match=r"f.yaml: not valid JSON \(nested more than"):
+        yamlsafe.load_json_file(path)
+    with pytest.raises(T2TError, match=r"missing.yaml: no such file"):
+        yamlsafe.read_text(tmp_path / "missing.yaml")
+    monkeypatch.setattr(yamlsafe, "MAX_BYTES", 3)
+    with pytest.raises(T2TError, match="larger than"):
+        yamlsafe.read_text(path)
+
+
+@pytest.mark.parametrize("value, check, message", [
+    (["a", "b"], str, "'k' must be a path, got a list"),
+    ("text", dict, "'k' must be a path, got a string"),
+    (True, int, "'k' must be a path, got a boolean"),
+    ({"a": 1}, lambda v: isinstance(v, list), "'k' must be a path, got a mapping"),
+])
+def test_expect_names_file_key_and_types(value: Any, check: Any, message: str) -> None:
+    from t2t.errors import T2TError
+
+    with pytest.raises(T2TError) as info:
+        yamlsafe.expect(value, check, "f.yaml", "k", "a path")
+    assert str(info.value) == f"f.yaml: {message}"
+    assert yamlsafe.expect(3, int, "f", "k", "n") == 3
+
+
+def test_config_files_refuse_duplicate_keys(tmp_path) -> None:
+    from t2t.config import load_yaml
+    from t2t.errors import T2TError
+
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  max_steps: 10\n  lr: 0.1\n  max_steps: 20\n", encoding="utf-8")
+    with pytest.raises(T2TError, match=r"--config .*run.yaml: not valid YAML: duplicate key 'max_steps' "
+                                       r"\(lines 2 and 4\)"):
+        load_yaml(str(path))

@@ -324,3 +324,53 @@ def test_raw_block_text_is_not_nesting(env: T2TSandbox) -> None:
     body = "{% block a %}Write {% raw %}{% block x %}{% endraw %} ||| ok{% endblock %}\n"
     [block] = split_blocks(body, 3, env, err)
     assert env.from_string(block.source).render().strip() == "Write {% block x %} ||| ok"
+
+
+# -- hostile text (issue #25) --------------------------------------------------------------------------------
+
+TASK = ('---\ncluster: x\nsource: {generator: g}\nchoices: CHOICES\nexample: [{t: 1}]\n---\n'
+        '{% block q %}\n{{ t }} TEXT||| a\n{% endblock %}\n')
+
+
+def task_from(tmp_path: Path, text: str, env: T2TSandbox) -> Task:
+    path = tmp_path / "f.jinja"
+    path.write_bytes(text.encode("utf-8"))
+    return Task(path, env)
+
+
+def test_a_byte_order_mark_is_dropped(tmp_path: Path, env: T2TSandbox) -> None:
+    text = TASK.replace("CHOICES", '["a", "b"]').replace("TEXT", "")
+    plain, marked = task_from(tmp_path, text, env), task_from(tmp_path, "\ufeff" + text, env)
+    assert (marked.meta, marked.template_names) == (plain.meta, plain.template_names)
+    assert marked.render({"t": 1}, 0, "q") == plain.render({"t": 1}, 0, "q")
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x07", "\x1b", "\x7f", "\x9b"])
+def test_control_characters_in_a_template_are_refused(tmp_path: Path, env: T2TSandbox, char: str) -> None:
+    text = TASK.replace("CHOICES", '["a", "b"]').replace("TEXT", f"x{char}y ")
+    with pytest.raises(TaskFileError) as info:
+        task_from(tmp_path, text, env)
+    assert (info.value.template, info.value.line) == ("q", 8)
+    assert f"control character U+{ord(char):04X}" in str(info.value) and "f.jinja:8" in str(info.value)
+    assert task_from(tmp_path, TASK.replace("CHOICES", '["a", "b"]').replace("TEXT", "x\ty\r "), env)
+
+
+def test_a_control_character_outside_blocks_names_no_template(env: T2TSandbox) -> None:
+    with pytest.raises(TaskFileError, match="control character U\\+0000") as info:
+        blocks_of("---\na: 1\n---\n{# \x00 #}\n{% block a %}x ||| y{% endblock %}\n", env)
+    assert info.value.template is None and info.value.line == 4
+
+
+@pytest.mark.parametrize("choices, first, second", [
+    ('["yes", "ye\\u200bs"]', "yes", "ye\\u200bs"),   # a zero-width space
+    ('["A", "\\uff21"]', "A", "\\uff21"),              # FULLWIDTH LATIN CAPITAL LETTER A: NFKC makes it 'A'
+    ('["ﬁne", "fine"]', "ﬁne", "fine"),               # the 'fi' ligature
+])
+def test_choices_that_collide_once_normalised_are_refused(tmp_path: Path, env: T2TSandbox, choices: str,
+                                                          first: str, second: str) -> None:
+    text = TASK.replace("CHOICES", choices).replace("TEXT", "")
+    with pytest.raises(TaskFileError) as info:
+        task_from(tmp_path, text, env)
+    first, second = (s.encode().decode("unicode_escape") if "\\u" in s else s for s in (first, second))
+    assert info.value.field == "choices"
+    assert f"choices {first!r} and {second!r} are the same text once Unicode-normalised" in str(info.value)
