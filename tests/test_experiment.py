@@ -232,3 +232,60 @@ def test_cluster_specialists(tmp_path: Path) -> None:
     spec = yaml.safe_load((out / "mixtures" / "cluster_sentiment.yaml").read_text())
     assert spec["include"] == {"tasks": ["sentiment_movie", "sentiment_product"]}
     assert spec["heldout"] == {"tasks": ["sentiment_restaurant"]} and spec["rate"]["cap"] == 3000
+
+
+CURVE = """\
+description: three clusters for the clusters-curve test
+include: {tasks: [sentiment_movie, sentiment_product, topic_sentence, compare_numbers, compare_ages]}
+heldout: {tasks: [sentiment_restaurant]}
+rate: {strategy: proportional, cap: 3000}
+"""
+
+
+def test_clusters_curve_adds_clusters_by_size_then_name(tmp_path: Path) -> None:
+    (tmp_path / "mixtures").mkdir()
+    (tmp_path / "mixtures" / "curve.yaml").write_text(CURVE)
+    (tmp_path / "exp.yaml").write_text(f"finetune:\n  mixture_dir: [{tmp_path / 'mixtures'}]\n")
+    out = tmp_path / "exp"
+    args = ["--config", str(tmp_path / "exp.yaml"), "--mixture", "curve", "--max-steps", "2", "--batch-size", "4",
+            "--limit", "4", "--bootstrap", "20", "--output-dir", str(out), "--parts", "clusters",
+            "--curve-heldout", "sentiment"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    # only the curve's runs are trained: the clusters part needs neither (a) nor (b)
+    assert set(summary["runs"]) == {"clusters-1", "clusters-2"}
+    # comparison has 2 tasks, topic 1: the bigger cluster first; sentiment_restaurant, held out by the
+    # mixture, is a task of the held-out cluster like the two trained ones
+    one = yaml.safe_load((out / "mixtures" / "clusters_1.yaml").read_text())
+    two = yaml.safe_load((out / "mixtures" / "clusters_2.yaml").read_text())
+    assert one["include"] == {"tasks": ["compare_ages", "compare_numbers"]}
+    assert two["include"] == {"tasks": ["compare_ages", "compare_numbers", "topic_sentence"]}
+    held = ["sentiment_movie", "sentiment_product", "sentiment_restaurant"]
+    assert one["heldout"] == two["heldout"] == {"tasks": held}
+    c = summary["clusters"]
+    assert c["tasks"] == held and c["heldout_clusters"] == ["sentiment"]
+    assert [(p["clusters"], p["added"], p["training_tasks"]) for p in c["points"]] == [
+        (0, None, 0), (1, "comparison", 2), (2, "topic", 3)]
+    scored = json.loads((out / "clusters" / "eval" / "results.json").read_text())
+    assert scored["models"] == ["t2t-tiny", "clusters-1", "clusters-2"]
+    # each point is the evaluation's overall score of that model
+    assert [p["overall"] for p in c["points"]] == pytest.approx(
+        [scored["overall"][m]["mean"] for m in scored["models"]], abs=1e-4)
+    assert "## Held-out score as training clusters are added" in (out / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("extra, expect", [
+    (["--parts", "clusters"], "--parts clusters: name the clusters to hold out whole with --curve-heldout"),
+    (["--parts", "clusters", "--curve-heldout", "toppic"], "--curve-heldout toppic: no such cluster"),
+    (["--parts", "clusters", "--curve-heldout", "sentiment,topic,comparison"], "every cluster is held out"),
+])
+def test_clusters_curve_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str],
+                                    expect: str) -> None:
+    (tmp_path / "mixtures").mkdir()
+    (tmp_path / "mixtures" / "curve.yaml").write_text(CURVE)
+    (tmp_path / "exp.yaml").write_text(f"finetune:\n  mixture_dir: [{tmp_path / 'mixtures'}]\n")
+    from t2t.errors import run_cli
+    code = run_cli(main, ["--config", str(tmp_path / "exp.yaml"), "--mixture", "curve", "--output-dir",
+                          str(tmp_path / "exp"), *extra])
+    assert code == 2 and expect in capsys.readouterr().err
+    assert not (tmp_path / "exp" / "seed-0").exists()

@@ -11,6 +11,10 @@ of training, not after.
       kinds     multitask, single-sentiment_movie          (trained for every seed)
       extra     single-<every other training task>         (first seed only)
       folders   eval/, one-vs-many/<task>/ for each training task
+
+    --parts clusters --curve-heldout arithmetic,comparison (FLAN's curve over training clusters):
+      extra     clusters-1 .. clusters-4: every task of the first K other clusters   (first seed only)
+      folders   clusters/eval/ (the base and clusters-K on the held-out clusters' tasks)
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class Plan:
     kinds: dict[str, dict[str, Any]]  # kind -> finetune options of its run, trained for every seed
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # specialists trained for the first seed
     specialists: dict[str, str] = field(default_factory=dict)  # training task -> kind of its specialist
+    curve: list[dict[str, Any]] = field(default_factory=list)  # clusters part: kind, clusters, tasks per point
+    curve_tasks: list[str] = field(default_factory=list)  # clusters part: the tasks of the held-out clusters
 
 
 def _mixture_file(folder: Path, name: str, description: str, tasks: Sequence[str], heldout: Sequence[str],
@@ -69,6 +75,31 @@ def cluster_mixture(folder: Path, mixture: Any, cluster: str, heldout: Sequence[
                          tasks, heldout, mixture.spec)
 
 
+def suite_clusters(mixture: Mixture) -> dict[str, list[str]]:
+    """Cluster -> its task names, over every task the mixture knows (trained and held out), sorted."""
+    clusters: dict[str, list[str]] = {}
+    for task in [*(e.task for e in mixture.entries), *mixture.heldout]:
+        clusters.setdefault(task.cluster, []).append(task.name)
+    return {c: sorted(names) for c, names in sorted(clusters.items())}
+
+
+def cluster_curve(mixture: Mixture, heldout: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The clusters part's split: (the training clusters in the order they are added, the held-out tasks).
+
+    FLAN 2021 (Wei et al., section 4.3, "Number of instruction tuning clusters") holds out whole clusters
+    and adds the others "in decreasing order of number of tasks per cluster"; ties here go by name."""
+    clusters = suite_clusters(mixture)
+    unknown = [c for c in heldout if c not in clusters]
+    if unknown:
+        raise T2TError(f"--curve-heldout {','.join(unknown)}: no such cluster among the tasks of mixture "
+                       f"{mixture.spec.name} (clusters: {', '.join(clusters)})")
+    order = sorted((c for c in clusters if c not in heldout), key=lambda c: (-len(clusters[c]), c))
+    if not order:
+        raise T2TError(f"--curve-heldout {','.join(heldout)}: every cluster is held out; leave at least one "
+                       "to train on")
+    return order, [name for c in heldout for name in clusters[c]]
+
+
 def load_plan_mixture(cfg: ExperimentConfig) -> Mixture:
     """The multitask mixture, checked: it holds something out and trains the single task."""
     x, d = cfg.experiment, cfg.finetune.data
@@ -87,7 +118,8 @@ def check_folders(cfg: ExperimentConfig, mixture: Mixture) -> list[str]:
     train_tasks = sorted(mixture.entries, key=lambda e: (e.task.cluster, e.task.name))
     folders = (["eval"] if "unseen" in x.parts else []) + (
         ["overfitting/eval"] if "overfitting" in x.parts else []) + (
-        [f"one-vs-many/{e.task.name}" for e in train_tasks] if "one_vs_many" in x.parts else [])
+        [f"one-vs-many/{e.task.name}" for e in train_tasks] if "one_vs_many" in x.parts else []) + (
+        ["clusters/eval"] if "clusters" in x.parts else [])
     out = Path(x.output_dir)
     check_output_dir(out, SUMMARY_FILES, x.overwrite)
     for folder in folders:
@@ -114,6 +146,8 @@ def make_plan(cfg: ExperimentConfig, mixture: Mixture) -> Plan:
         curve = {"snapshot_steps": every, "eval_steps": every, "eval_per_task": True}
         kinds["multitask"].update(curve, eval_examples=x.curve_rows * n_val)
         kinds[f"single-{x.single_task}"].update(curve, eval_examples=x.curve_rows)
+    if not {"unseen", "overfitting", "one_vs_many"} & set(x.parts):
+        kinds = {}  # the clusters part alone trains only its own runs
     plan = Plan(mixture, kinds)
     if "one_vs_many" in x.parts:
         for entry in sorted(mixture.entries, key=lambda e: (e.task.cluster, e.task.name)):
@@ -123,4 +157,21 @@ def make_plan(cfg: ExperimentConfig, mixture: Mixture) -> Plan:
                 name = (single_task_mixture(mix_dir, mixture, task, heldout) if x.specialists == "task"
                         else cluster_mixture(mix_dir, mixture, cluster, heldout))
                 plan.extra[kind] = {"mixture": name, "mixture_dir": mix_dirs, "heldout": []}
+    if "clusters" in x.parts:
+        add_cluster_curve(plan, mix_dir, mix_dirs, x.curve_heldout)
     return plan
+
+
+def add_cluster_curve(plan: Plan, mix_dir: Path, mix_dirs: list[str], heldout: Sequence[str]) -> None:
+    """The clusters part's runs (first seed): ``clusters-K`` trains on every task of the first K training
+    clusters, with the held-out clusters' tasks held out, for K = 1 .. the number of training clusters."""
+    mixture = plan.mixture
+    order, plan.curve_tasks = cluster_curve(mixture, heldout)
+    clusters = suite_clusters(mixture)
+    for k in range(1, len(order) + 1):
+        tasks = [name for c in order[:k] for name in clusters[c]]
+        name = _mixture_file(mix_dir, f"clusters_{k}", f"the first {k} training clusters of "
+                             f"{mixture.spec.name} ({', '.join(order[:k])})", tasks, plan.curve_tasks, mixture.spec)
+        kind = f"clusters-{k}"
+        plan.extra[kind] = {"mixture": name, "mixture_dir": mix_dirs, "heldout": []}
+        plan.curve.append({"kind": kind, "clusters": order[:k], "tasks": len(tasks)})

@@ -8,7 +8,9 @@ specialists once; then each part that was asked for is scored through the evalua
 2. ``overfitting``: every snapshot of (a) and (b) on the specialist's task, beside the validation loss
    logged at the same steps on the same rows (:func:`overfitting_part`);
 3. ``one_vs_many``: the first seed's multitask adapter against each training task's specialist
-   (:func:`one_vs_many_part`), with the trainable parameters, disk and training time of each side.
+   (:func:`one_vs_many_part`), with the trainable parameters, disk and training time of each side;
+4. ``clusters``: the base and the ``clusters-K`` adapters (the first K training clusters) on the tasks of
+   the clusters held out whole (:func:`clusters_part`): FLAN's curve over the number of training clusters.
 
 The experiment folder is locked for the whole run (:class:`t2t.outputs.FolderLock`), its
 ``config.yaml`` written first (``--config`` it to run the same experiment again).
@@ -93,6 +95,8 @@ def score_parts(cfg: ExperimentConfig, plan: Plan, runs: dict[str, dict[str, Any
         summary["overfitting"] = overfitting_part(cfg, plan.mixture, part1, runs)
     if "one_vs_many" in x.parts:
         summary["one_vs_many"] = one_vs_many_part(cfg, plan.mixture, runs, plan.specialists)
+    if "clusters" in x.parts:
+        summary["clusters"] = clusters_part(cfg, plan, runs)
     return summary
 
 
@@ -194,3 +198,24 @@ def one_vs_many_part(cfg: ExperimentConfig, mixture: Any, runs: dict[str, dict[s
             "mean": {key: round(statistics.fmean(row[key] for row in rows), 4)
                      for key in ("base", "specialist_score", "multitask_score", "difference")},
             "cost": {"multitask": cost([multi]), "specialists": cost(spec_labels)}}
+
+
+def clusters_part(cfg: ExperimentConfig, plan: Plan, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Part 4: held-out score as training clusters are added (FLAN 2021, section 4.3), first seed."""
+    seeds = cfg.experiment.seeds
+    known = {t.name: t for t in [*(e.task for e in plan.mixture.entries), *plan.mixture.heldout]}
+    tasks = [known[name] for name in plan.curve_tasks]
+    labels = [label(point["kind"], seeds[0], seeds) for point in plan.curve]
+    print(f"== evaluating base, {', '.join(labels)} on {', '.join(plan.curve_tasks)}", flush=True)
+    result = _evaluate(cfg, tasks, {lab: runs[lab]["adapter"] for lab in labels}, "clusters/eval")
+    report, boot = result.report, (result.bootstrap or {"models": {}})["models"]
+    points = [{"clusters": 0, "added": None, "training_tasks": 0, "label": report.base,
+               "overall": round(report.overall[report.base], 4), "delta_interval": None,
+               "tasks": {t.name: round(report.task(report.base, t.name).median, 4) for t in tasks}}]
+    for point, lab in zip(plan.curve, labels, strict=True):
+        points.append({"clusters": len(point["clusters"]), "added": point["clusters"][-1],
+                       "training_tasks": point["tasks"], "label": lab, "overall": round(report.overall[lab], 4),
+                       "delta_interval": boot.get(lab, {}).get("overall"),
+                       "tasks": {t.name: round(report.task(lab, t.name).median, 4) for t in tasks}})
+    return {"heldout_clusters": list(cfg.experiment.curve_heldout), "tasks": list(plan.curve_tasks),
+            "metrics": {t.name: report.primary[t.name] for t in tasks}, "seed": seeds[0], "points": points}
