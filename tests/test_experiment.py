@@ -48,7 +48,7 @@ def test_two_seeds_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["experiment"] == {"single_task": "sentiment_movie", "seeds": [0, 1], "output_dir": str(out),
                                    "overwrite": False, "parts": ["unseen"], "curve_points": 6, "curve_rows": 32,
-                                   "specialists": "task"}
+                                   "specialists": "task", "curve_heldout": []}
     assert saved["finetune"]["train"]["max_steps"] == 2 and saved["finetune"]["train"]["save_steps"] == 0
     assert build_experiment(saved) == config_from_args(build_parser().parse_args(args))  # reproduces
     evaluated = yaml.safe_load((out / "eval" / "config.yaml").read_text())
@@ -132,7 +132,8 @@ def test_yaml_sections_then_flags(tmp_path: Path) -> None:
     ({"finetune": {"method": "full"}}, "the experiment compares LoRA adapters"),
     ({"seeds": ""}, "--seeds: give at least one seed"),
     ({"finetune": 3}, "'finetune' must be a mapping of options"),
-    ({"parts": "unseen,overfit"}, "--parts unseen,overfit: use one or more of unseen, overfitting, one_vs_many"),
+    ({"parts": "unseen,overfit"},
+     "--parts unseen,overfit: use one or more of unseen, overfitting, one_vs_many, clusters"),
     ({"specialists": "tasks"}, "--specialists tasks: use task or cluster"),
     ({"curve_points": 400}, "--curve-points 400: must be between 1 and --max-steps (300)"),
     ({"curve_rows": 0}, "--curve-rows 0: must be at least 1"),

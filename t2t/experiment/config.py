@@ -30,7 +30,8 @@ COMMAND = "t2t.experiment"
 FINETUNE_SETS: dict[str, Any] = {"save_steps": 0}  # short runs: only the final adapter is used
 EVALUATE_SETS: dict[str, Any] = {"limit": 100}  # evaluation examples per held-out task
 
-PARTS = ("unseen", "overfitting", "one_vs_many")
+PARTS = ("unseen", "overfitting", "one_vs_many", "clusters")
+DEFAULT_PARTS = PARTS[:3]  # clusters needs --curve-heldout: asked for by name
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,10 @@ class ExperimentOptions:
     output_dir: str = field(default="runs/experiment", metadata={
         "help": "the experiment folder: runs, evaluation and summary"})
     overwrite: bool = field(default=False, metadata={"help": "replace an earlier experiment's runs and results"})
-    parts: tuple[str, ...] = field(default=PARTS, metadata={
+    parts: tuple[str, ...] = field(default=DEFAULT_PARTS, metadata={
         "help": "what to measure, comma-separated: unseen (held-out tasks), overfitting (the specialist's task "
-                "over steps), one_vs_many (a specialist per training task against the multitask adapter)",
+                "over steps), one_vs_many (a specialist per training task against the multitask adapter), "
+                "clusters (FLAN's curve: held-out score as training clusters are added; needs --curve-heldout)",
         "choices": PARTS})
     curve_points: int = field(default=6, metadata={
         "help": "overfitting: snapshots per run, evenly spaced (each scored, with the validation loss)"})
@@ -52,11 +54,15 @@ class ExperimentOptions:
     specialists: str = field(default="task", metadata={
         "help": "one_vs_many: one specialist per training 'task' or per 'cluster' (its training tasks)",
         "choices": ("task", "cluster")})
+    curve_heldout: tuple[str, ...] = field(default=(), metadata={
+        "help": "clusters: the clusters held out whole and scored, comma-separated; every other cluster of the "
+                "mixture's tasks is a training cluster, added one at a time", "metavar": "CLUSTERS"})
 
     def __post_init__(self) -> None:
         # a seed or part named twice is run once (frozen: set through object.__setattr__, as dataclasses do)
         object.__setattr__(self, "seeds", tuple(dict.fromkeys(self.seeds)))
         object.__setattr__(self, "parts", tuple(dict.fromkeys(self.parts)))
+        object.__setattr__(self, "curve_heldout", tuple(dict.fromkeys(self.curve_heldout)))
 
 
 def _finetune_defaults() -> FinetuneConfig:
@@ -108,6 +114,9 @@ class ExperimentConfig:
         if "overfitting" in x.parts and not 1 <= x.curve_points <= self.finetune.train.max_steps:
             raise T2TError(f"--curve-points {x.curve_points}: must be between 1 and --max-steps "
                            f"({self.finetune.train.max_steps})")
+        if "clusters" in x.parts and not x.curve_heldout:
+            raise T2TError("--parts clusters: name the clusters to hold out whole with --curve-heldout, "
+                           "e.g. --curve-heldout sentiment")
         if x.curve_rows < 1:
             raise T2TError(f"--curve-rows {x.curve_rows}: must be at least 1")
         if self.finetune.tuning.method != "lora":
