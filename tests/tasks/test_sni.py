@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from t2t.errors import T2TError
+from t2t.errors import T2TError, run_cli
 from t2t.mixtures.resolve import heldout_split
 from t2t.tasks.cli import main
 from t2t.tasks.importers.sni import ENCODINGS, TEST_LIMIT, import_tasks, mixture_text, read_test_tasks
@@ -115,10 +115,16 @@ def test_test_tasks_score_only_their_first_100_instances_and_are_held_out(sni_di
     ({"Definition": ["x"], "Positive Examples": [{"input": 1}], "Instances": []}, "'Positive Examples' must be"),
     ({"Definition": ["a ||| b"], "Instances": [{"input": "a", "output": ["b"]}]}, "holds '|||'"),
     ({"Definition": ["x"], "Instances": [{"input": "a ||| b", "output": ["b"]}]}, "no usable instances"),
+    # a string would be read letter by letter: the cluster 'a' from "Answer Generation"
+    ({"Definition": ["x"], "Categories": "Answer Generation", "Instances": [{"input": "a", "output": ["b"]}]},
+     "'Categories' must be a list of category names, got a string"),
+    ({"Definition": ["x"], "Categories": [["QA"]], "Instances": [{"input": "a", "output": ["b"]}]},
+     "'Categories' must be a list of category names, got a list"),
+    ({"Definition": ["x"], "Instances": "DEEP"}, "nested more than 100 levels"),  # 5,000 levels, below
 ])
 def test_bad_task_files_are_named(tmp_path: Path, data: dict[str, Any], expect: str) -> None:
     path = tmp_path / "task9_bad.json"
-    path.write_text(json.dumps(data), encoding="utf-8")
+    path.write_text(json.dumps(data).replace('"DEEP"', "[" * 5000 + "]" * 5000), encoding="utf-8")
     with pytest.raises(T2TError, match=expect):
         import_tasks([path], tmp_path / "out")
     path.write_text("{", encoding="utf-8")
@@ -137,3 +143,26 @@ def test_cli_writes_tasks_and_mixture_and_refuses_to_clobber(sni_dir: Path, caps
     with pytest.raises(T2TError, match="already exists; pass --overwrite"):
         main(args)
     assert main([*args, "--overwrite"]) == 0
+
+
+def test_two_inputs_of_one_task_name_are_refused_naming_both(sni_dir: Path) -> None:
+    first = sni_dir / "tasks" / "task001_closed_qa.json"
+    other = sni_dir / "copy" / "task001_closed_qa.json"
+    other.parent.mkdir()
+    other.write_text(first.read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(T2TError) as info:
+        import_tasks([first, other], sni_dir / "out")
+    assert str(info.value).startswith(f"{first} and {other} both become task 'task001_closed_qa'")
+    assert not (sni_dir / "out").exists()
+
+
+def test_test_tasks_file_that_is_not_utf8_is_one_line(sni_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = sni_dir / "test_tasks.txt"
+    bad.write_bytes(b"task002_entailment\n\xff\xfe\n")
+    args = ["import-sni", str(sni_dir / "tasks" / "task001_closed_qa.json"), "--out", str(sni_dir / "out"),
+            "--test-tasks", str(bad)]
+    assert run_cli(main, args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --test-tasks {bad}: not UTF-8 text (invalid start byte at byte 19); save it as UTF-8"
+    bad.write_bytes(b"\xef\xbb\xbftask001_closed_qa\n")  # a byte order mark is dropped
+    assert read_test_tasks(bad) == {"task001_closed_qa"}
