@@ -83,7 +83,9 @@ def setup_model(cfg: FinetuneConfig, model_path: str) -> torch.nn.Module:
 
 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
-    """Activations recomputed in the backward pass (transformers' ``gradient_checkpointing_enable``).
+    """Activations recomputed in the backward pass (transformers' ``activation_checkpointing_enable``, called
+    ``gradient_checkpointing_enable`` before transformers 5: each decoder/encoder block's ``forward`` is run
+    through ``torch.utils.checkpoint``).
 
     Non-reentrant ``torch.utils.checkpoint`` (``use_reentrant=False``, what the torch docs recommend): it
     computes gradients of the checkpointed blocks' parameters even when no input requires a gradient, so a
@@ -93,7 +95,11 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     if not getattr(model, "supports_gradient_checkpointing", False):
         raise T2TError(f"--gradient-checkpointing: {type(model).__name__} does not support gradient "
                        "checkpointing in transformers; leave the option off")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5 renamed it (the old name warns)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if getattr(model.config, "use_cache", None):
         model.config.use_cache = False  # a KV cache is useless in training and clashes with recomputation
 
