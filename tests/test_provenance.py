@@ -136,3 +136,29 @@ def test_a_run_without_provenance_is_checked_by_its_base_name(bases: dict[str, P
     with pytest.raises(T2TError, match="trained on --model t2t-tiny"):
         check_adapter_base(adapter, identity)
     assert "cannot be checked" in check_adapter_base(adapter, {**identity, "model": "t2t-tiny"})
+
+
+def test_the_experiment_summary_heads_each_claim_with_its_spread_over_seeds() -> None:
+    from types import SimpleNamespace
+
+    from t2t.experiment.report import summarize_seeds, summary_markdown
+
+    overall = {"base": 20.0, "multitask-s0": 24.0, "multitask-s1": 25.0, "multitask-s2": 29.0,
+               "single-s0": 27.7, "single-s1": 20.5, "single-s2": 19.0}
+    within = {"delta": 4.0, "low": 1.0, "high": 6.0}
+    result = SimpleNamespace(report=SimpleNamespace(base="base", overall=overall),
+                             bootstrap={"models": {"multitask-s0": {"overall": within}}},
+                             provenance={"base": {"model": "m", "weights_sha256": "ab" * 32}, "machine": {},
+                                         "versions": {}})
+    summary = summarize_seeds(result, ["multitask", "single"], [0, 1, 2])
+    multi = summary["kinds"]["multitask"]["delta"]
+    assert (multi["mean"], multi["min"], multi["max"]) == (6.0, 4.0, 9.0)
+    assert multi["sd"] == pytest.approx(2.6458, abs=1e-4)  # sample sd of 4, 5, 9
+    text = summary_markdown(summary)
+    assert text.startswith("Base m: weights sha256 abababababababab")
+    assert "| multitask - base | +6.0 ± 2.6 | +4.0 .. +9.0 |" in text
+    assert "| single - base | +2.4 ± 4.7 | -1.0 .. +7.7 |" in text
+    assert text.index("mean ± sd over seeds") < text.index("within-run 95%")
+    report = SimpleNamespace(base="base", overall={"base": 20.0, "single": 27.7})
+    one = summarize_seeds(SimpleNamespace(report=report, bootstrap=None, provenance=None), ["single"], [0])
+    assert one["kinds"]["single"]["delta"]["sd"] is None and "(one seed)" in summary_markdown(one)
