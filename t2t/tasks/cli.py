@@ -90,35 +90,52 @@ def preview_rows(task: Task, split: str, n: int) -> tuple[list[dict[str, Any]], 
     return [ds[i] for i in range(min(n, len(ds)))], split
 
 
+def check_rows(task: Task, n: int) -> tuple[list[tuple[str, int, dict[str, Any]]], list[str]]:
+    """(where, index, row) triples to render for ``check``, and the problems loading them: the file's example rows,
+    then the first ``n`` rows of every split of a generator or of local files. Hub datasets are not
+    opened (``check`` runs offline)."""
+    rows = [("the example rows", i, row) for i, row in enumerate(task.example_rows)]
+    problems: list[str] = []
+    if "generator" not in task.source and "files" not in task.source:
+        return rows, problems
+    for split in task.splits:
+        try:
+            if "generator" in task.source:  # looked up here: tests replace it
+                ds = sources.load_rows(task, split)
+                loaded = [ds[i] for i in range(min(n, len(ds)))]
+            else:
+                loaded = sources.first_rows(task, split, n)
+        except T2TError as exc:
+            problems.append(str(exc))
+            continue
+        rows += [(f"split '{split}'", i, row) for i, row in enumerate(loaded)]
+    return rows, problems
+
+
 def check_tasks(registry: TaskRegistry, generated_rows: int = 3) -> tuple[int, int, list[str]]:
-    """Render every template of every task on its example rows (and a few generated rows).
+    """Render every template of every task on its example rows and on the first rows of its generator or
+    local files (``generated_rows`` per split); the first row a template fails on is named by number.
 
     Returns (tasks, renders, problems); a task with no rows to render is a problem.
     """
     problems: list[str] = []
     renders = 0
     for task in registry:
-        rows = list(task.example_rows)
-        if "generator" in task.source:
-            try:
-                for split in task.splits:
-                    ds = sources.load_rows(task, split)  # looked up here: tests replace it
-                    rows += [ds[i] for i in range(min(generated_rows, len(ds)))]
-            except T2TError as exc:
-                problems.append(str(exc))
-                continue
+        rows, loading = check_rows(task, generated_rows)
+        problems += loading
         if not rows:
-            problems.append(f"{task.path}: task '{task.name}': no example rows to check the templates on; "
-                            "add an 'example:' row to the front matter")
+            if not loading:
+                problems.append(f"{task.path}: task '{task.name}': no example rows to check the templates on; "
+                                "add an 'example:' row to the front matter")
             continue
         for name in task.template_names:
             rendered = 0
-            for i, row in enumerate(rows):
-                try:
+            for where, i, row in rows:
+                try:  # the row's number in its split (or among the example rows), as the error names it
                     rendered += task.render(row, i, name) is not None
                     renders += 1
                 except T2TError as exc:
-                    problems.append(str(exc))
+                    problems.append(f"{exc} (in {where})")
                     break
             else:
                 if rendered == 0:

@@ -40,7 +40,9 @@ def _files_for(task: Task, source_split: str) -> tuple[str, list[str]]:
         full = str(task.path.parent / str(pattern))
         matched = sorted(glob.glob(full))
         if not matched:
-            raise T2TError(f"{task.path}: task '{task.name}', field 'source.files': no file matches '{full}'")
+            raise T2TError(f"{task.path}: task '{task.name}', field 'source.files': no file matches '{full}'; "
+                           f"paths are relative to the task file's folder ({task.path.parent}): fix the path "
+                           "or put the file there")
         paths += matched
     fmt = task.source.get("format") or _FORMATS.get(Path(paths[0]).suffix.lower())
     if fmt not in set(_FORMATS.values()):
@@ -200,6 +202,15 @@ def lazy_rows(task: Task, split: str, limit: int | None = None) -> JsonLinesRows
         return None
     limits = [n for n in (task.limit.get(split), limit) if n is not None]
     return open_rows(paths, min(limits) if limits else None)
+
+
+def first_rows(task: Task, split: str, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` rows of a split of a generator or of local files (for ``tasks check``): JSON Lines
+    read line by line, other files through ``datasets``, a generator's split generated in full (small)."""
+    rows = lazy_rows(task, split, n) if "files" in task.source else None
+    if rows is None:
+        rows = load_rows(task, split)
+    return [dict(rows[i]) for i in range(min(n, len(rows)))]
 
 
 def num_rows(task: Task, split: str) -> int:

@@ -116,7 +116,8 @@ def test_glob_patterns_and_lists_concatenate_in_order(tmp_path: Path) -> None:
 def test_missing_file_names_the_pattern(tmp_path: Path) -> None:
     task = make_task(tmp_path, "source: {files: {train: data/nothing-*.jsonl}}")
     assert error_of(task, "train") == (f"{task.path}: task 't', field 'source.files': no file matches "
-                                       f"'{tmp_path / 'data' / 'nothing-*.jsonl'}'")
+                                       f"'{tmp_path / 'data' / 'nothing-*.jsonl'}'; paths are relative to the "
+                                       f"task file's folder ({tmp_path}): fix the path or put the file there")
 
 
 @pytest.mark.parametrize("name, content", [
