@@ -166,6 +166,7 @@ def test_stdin_output_file_and_config_round_trip(runs, capsys, monkeypatch, tmp_
     (["--task", "nope", "--input", "x"], "unknown task 'nope'"),
     (["--input-file", "ROWS"], "ROWS:1: no 'input' text in ['text']"),
     (["--task", "sentiment_movie", "--input", '{"label": 1}'], "reads field(s) text to build its input"),
+    (["--task", "arith_sum", "--input", '{"a": 1}'], "template 'equals' reads field(s) b to build its input"),
     (["--task", "sentiment_movie", "--input", "plain text"], "is a JSON object of the task's fields"),
     (["--task", "sentiment_movie", "--template", "nope", "--input", '{"text": "a"}'], "no such template"),
     (["--template", "x", "--input", "a"], "--template x needs --task"),

@@ -12,10 +12,11 @@ task's row fields (``--input '{"text": "..."}'`` too), rendered with ``--templat
 first scored template) exactly as training and evaluation render it (:meth:`t2t.tasks.task.Task.render`).
 
 A row for a new input rarely holds the answer (a sentiment row without its ``label``). The template's input
-side does not read it, but the task's ``answer`` does, so the missing fields are taken from the task's
-``example`` rows to render, and the input is rendered with two different examples' values: if the two
-inputs differ, the template reads a missing field to build the input and the row is refused, naming the
-fields. A rendered target is only reported when the row itself held every field.
+side does not read it, but the task's ``answer`` does, so the missing fields are taken from the task's first
+``example`` row to render, and the input is rendered again with each filled field given another value of the
+same shape (a number + 1, a text with more words, a list reversed): if the input changes, the template reads
+that field to build the input, and the row is refused naming it. A rendered target is only reported when the
+row itself held every field.
 """
 
 from __future__ import annotations
@@ -126,17 +127,30 @@ def _render(task: Task, row: Mapping[str, Any], index: int, template: str, where
     return example
 
 
-def _reads(task: Task, row: Mapping[str, Any], fill: Mapping[str, Any], other: Mapping[str, Any], index: int,
-           template: str, first: Example) -> list[str]:
-    """The filled fields whose value changes the rendered input (another example row's value tried)."""
+def _other(value: Any) -> Any:
+    """A value of the same shape that differs from ``value`` wherever a template could print or index it."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + " (other)"
+    if isinstance(value, list):
+        return [_other(v) for v in reversed(value)]
+    if isinstance(value, dict):
+        return {k: _other(v) for k, v in value.items()}
+    return value
+
+
+def _reads(task: Task, row: Mapping[str, Any], fill: Mapping[str, Any], index: int, template: str,
+           first: Example) -> list[str]:
+    """The filled fields whose value changes the rendered input, each tried with another value alone."""
     read = []
     for name, value in fill.items():
-        if name not in other or other[name] == value:
-            continue
         try:
-            again = task.render({**row, **fill, name: other[name]}, index, template)
+            again = task.render({**row, **fill, name: _other(value)}, index, template)
         except T2TError:
-            continue  # that mix of two examples' values does not render: no evidence either way
+            continue  # the other value does not render (an index out of range): no evidence either way
         if again is not None and again.input != first.input:
             read.append(name)
     return read
@@ -145,14 +159,13 @@ def _reads(task: Task, row: Mapping[str, Any], fill: Mapping[str, Any], other: M
 def render_row(task: Task, row: Mapping[str, Any], index: int, template: str, where: str) -> tuple[Example, bool]:
     """The row rendered with ``template``, and whether its target is the row's own (every field given).
 
-    Fields the row lacks are filled from the task's first example row; each is then tried with the other
-    example rows' values, and a field that changes the input is refused (module docstring)."""
-    fills = [{k: v for k, v in ex.items() if k not in row} for ex in task.example_rows]
-    if not fills or not fills[0]:
+    Fields the row lacks are filled from the task's first example row; each is then tried with another value,
+    and a field that changes the input is refused (module docstring)."""
+    fill = {k: v for k, v in (task.example_rows[0] if task.example_rows else {}).items() if k not in row}
+    if not fill:
         return _render(task, row, index, template, where), True
-    first = _render(task, {**row, **fills[0]}, index, template, where)
-    read = sorted({name for other in fills[1:] for name in _reads(task, row, fills[0], other, index, template,
-                                                                  first)})
+    first = _render(task, {**row, **fill}, index, template, where)
+    read = _reads(task, row, fill, index, template, first)
     if read:
         raise T2TError(f"{where}: task '{task.name}', template '{template}' reads field(s) {', '.join(read)} to "
                        f"build its input; add them to the row (the task's example row: "
