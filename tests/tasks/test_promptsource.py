@@ -10,7 +10,7 @@ import pytest
 
 from t2t.errors import T2TError
 from t2t.tasks.cli import main
-from t2t.tasks.importers.promptsource import import_file
+from t2t.tasks.importers.promptsource import import_collection, import_file
 from t2t.tasks.registry import TaskRegistry
 
 # The current promptsource format (answer_choices as a Jinja string, original_task) with an older-format
@@ -173,3 +173,73 @@ def test_cli(collection: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     done = subprocess.run([sys.executable, "-m", "t2t.tasks", "import", str(tmp_path / "missing.yaml"),
                            "--cluster", "nli"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "missing.yaml: cannot read it" in done.stderr and done.stderr.count("\n") == 1
+
+
+# promptsource/templates/quarel and app_reviews (HEAD of bigscience-workshop/promptsource): no template is
+# marked original_task, yet every scored-looking one has answer choices, from row fields (quarel) or fixed.
+NO_ORIGINAL = """\
+dataset: quarel
+templates:
+  5b5f9d29: !Template
+    answer_choices: '{{world_literals.world1[0]}} ||| {{world_literals.world2[0]}}'
+    id: 5b5f9d29
+    jinja: 'Here''s a logic test: {{question}} ||| {{answer_choices[answer_index]}}'
+    metadata: !TemplateMetadata {original_task: false, metrics: [Accuracy]}
+    name: logic_test
+  2da8f134: !Template
+    answer_choices: Ice ||| Carpet ||| Both
+    id: 2da8f134
+    jinja: '{{question}} Ice, Carpet or Both? ||| {{answer_choices[answer_index]}}'
+    metadata: !TemplateMetadata {original_task: false}
+    name: fixed
+  77aa0000: !Template
+    answer_choices: Yes ||| No
+    id: 77aa0000
+    jinja: 'Is "{{question}}" a question? ||| Certainly'
+    metadata: !TemplateMetadata {original_task: false}
+    name: target not a choice
+  8086b434: !Template
+    answer_choices: null
+    id: 8086b434
+    jinja: 'Write a question whose answer is {{answer_index}}. ||| {{question}}'
+    metadata: !TemplateMetadata {original_task: false}
+    name: generate question
+"""
+QUAREL_ROW = {"question": "Which is smoother?", "answer_index": 0,
+              "world_literals": {"world1": ["ice"], "world2": ["carpet"]}}
+
+
+def test_answer_choices_of_a_collection_without_original_templates_are_exposed(tmp_path: Path) -> None:
+    """Imported as before, quarel would be a task without choices whose every template is inverted: nothing
+    to score. Its templates with answer choices are rank-classified instead; one whose target is not among
+    its choices, and the one without choices, stay inverted."""
+    path = tmp_path / "templates.yaml"
+    path.write_text(NO_ORIGINAL, encoding="utf-8")
+    done = import_collection(path, tmp_path / "tasks", "qa", examples=[QUAREL_ROW])
+    assert done.refused == []
+    task = TaskRegistry.load([tmp_path / "tasks"], include_builtin=False).get("quarel")
+    assert task.has_choices and task.metrics == ("accuracy",)
+    assert task.scored_templates() == ["logic_test", "fixed"]
+    assert "scored by rank classification" in task.templates["logic_test"].description
+    ex = task.render(QUAREL_ROW, 0, "logic_test")
+    assert ex.target == "ice" and ex.choices == ("ice", "carpet")
+    assert task.render(QUAREL_ROW, 0, "fixed").choices == ("Ice", "Carpet", "Both")
+    assert task.templates["target_not_a_choice"].inverted and task.templates["generate_question"].inverted
+    assert task.render(QUAREL_ROW, 0, "target_not_a_choice").target == "Certainly"
+
+
+def test_a_render_with_an_empty_target_is_declined(tmp_path: Path) -> None:
+    """T0's pipeline (promptsource seqio_tasks/utils.py, apply_template) kept a row only if its inputs and
+    targets were both non-empty; an unlabelled row (label -1) renders an empty target here."""
+    path = tmp_path / "templates.yaml"
+    path.write_text(COLLECTION.replace("{{ answer_choices[label] }}'\n    metadata: !TemplateMetadata\n"
+                                       "      metrics: [Accuracy]\n      original_task: true\n    name: \"GPT",
+                                       "{% if label >= 0 %}{{ answer_choices[label] }}{% endif %}'\n"
+                                       "    metadata: !TemplateMetadata\n      metrics: [Accuracy]\n"
+                                       "      original_task: true\n    name: \"GPT"), encoding="utf-8")
+    assert "label >= 0" in path.read_text()
+    import_file(path, tmp_path / "tasks", "nli", examples=ROWS)
+    task = TaskRegistry.load([tmp_path / "tasks"], include_builtin=False).get("super_glue_rte")
+    unlabelled = {**ROWS[0], "label": -1}
+    assert task.render(unlabelled, 0, "gpt_3_style_2") is None
+    assert task.render(ROWS[0], 0, "gpt_3_style_2").target == "Yes"

@@ -21,6 +21,16 @@ Jinja with per-template ``answer_choices`` and metadata. Each becomes one block 
 - ``original_task: false`` (older files: ``task_template: false``) templates do another task: they become
   ``inverted`` (trained on, never scored), as T0 scored only original-task prompts. A template without
   answer choices in a task with choices is inverted too (it cannot be rank-classified).
+- A collection none of whose templates is marked as the original task, but some with answer choices
+  (fixed, or from row fields: app_reviews' ratings, quarel's ``world_literals``; 10 of promptsource's
+  279 files, 43 templates), would otherwise import as a task without choices and nothing to score: its
+  templates with answer choices are exposed for rank classification instead (the task's ``choices``,
+  scored, their description says so). One whose target is not among its choices on an example row stays
+  inverted.
+- A render whose input or target is empty is declined (the row skipped), as T0's data pipeline did:
+  promptsource's ``seqio_tasks/utils.py`` (``apply_template``, removed from the repository in Jan 2022)
+  kept a row only if ``len(ex["inputs"]) > 0 and len(ex["targets"]) > 0`` (from Oct 2021 an empty target
+  on an unlabelled test split became ``"<NO LABEL>"`` there, a row nothing can score).
 - The file says ``promptsource: {truncate: 2048}``: its templates render in promptsource's environment,
   which lives in the core (:mod:`t2t.tasks.runtime`, so a Task never imports this importer): the
   ``choice`` filter (seeded per example, marked ``pass_context`` so Jinja cannot fold
@@ -151,12 +161,14 @@ class Imported:
 
 def to_task_file(collection: Mapping[str, Any], cluster: str, name: str | None = None,
                  examples: Sequence[Mapping[str, Any]] = (), truncate: int | None = TEXT_VAR_LENGTH,
-                 refused: Mapping[str, str] | None = None) -> tuple[str, str]:
+                 refused: Mapping[str, str] | None = None, keep_inverted: frozenset[str] = frozenset()
+                 ) -> tuple[str, str]:
     """(task name, text of the t2t task file) for a parsed promptsource collection; ``examples`` are
     dataset rows written as the file's ``example:`` rows (what ``t2t.tasks check`` renders).
 
     ``truncate``: promptsource's cut of every ``{{ }}`` value (None: full text). ``refused`` maps
-    promptsource template ids to the reason they are left out (more are added for unusable choices).
+    promptsource template ids to the reason they are left out (more are added for unusable choices);
+    ``keep_inverted``: ids of templates not to expose for rank classification (see the module's notes).
     """
     dataset, subset = collection["dataset"], collection.get("subset")
     name = name or re.sub(r"[^A-Za-z0-9_.\-]+", "_", f"{dataset.split('/')[-1]}_{subset}" if subset else
@@ -174,11 +186,12 @@ def to_task_file(collection: Mapping[str, Any], cluster: str, name: str | None =
             left_out.append((block["name"], block["id"], reason))
         else:
             blocks.append(block)
-    scored = [b for b in blocks if b["original"] and b["choices"] is not None]
+    exposed = _expose(blocks, keep_inverted)
+    scored = [b for b in blocks if (b["original"] or b["id"] in exposed) and b["choices"] is not None]
     common = Counter(repr(b["choices"]) for b in scored).most_common(1)
     task_choices = next((b["choices"] for b in scored if repr(b["choices"]) == common[0][0]), None) if common else None
-    metrics = sorted({METRICS[m.lower()] for b in blocks if b["original"] for m in b["metrics"]
-                      if m.lower() in METRICS})
+    metrics = sorted({METRICS[m.lower()] for b in blocks if b["original"] or b["id"] in exposed
+                      for m in b["metrics"] if m.lower() in METRICS})
     front: dict[str, Any] = {"cluster": cluster,
                              "description": f"promptsource templates for {dataset}" + (f"/{subset}" if subset else ""),
                              "source": {"hf": dataset, **({"config": subset} if subset else {})},
@@ -189,18 +202,7 @@ def to_task_file(collection: Mapping[str, Any], cluster: str, name: str | None =
         front["metrics"] = metrics
     if examples:
         front["example"] = [dict(r) for r in examples]
-    settings: dict[str, dict[str, Any]] = {}
-    for b in blocks:
-        s: dict[str, Any] = {"description": f"{b['name']} (promptsource {b['id']})"}
-        if task_choices is not None and b["choices"] is None:
-            s["inverted"] = True  # no answer choices: cannot be rank-classified in a task with choices
-            s["choices"] = None  # ... and the task's are not rendered for it (promptsource never does)
-        elif not b["original"]:
-            s["inverted"] = True
-        if task_choices is not None and b["choices"] is not None and b["choices"] != task_choices:
-            s["choices"] = b["choices"]
-        settings[b["block"]] = s
-    front["templates"] = settings
+    front["templates"] = {b["block"]: _settings(b, task_choices, b["id"] in exposed) for b in blocks}
     head = yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1000)
     notes = "".join(f"# refused: {n} (promptsource {i}): {' '.join(r.split())}\n" for n, i, r in left_out)
     body = []
@@ -208,6 +210,36 @@ def to_task_file(collection: Mapping[str, Any], cluster: str, name: str | None =
         body.append(f"{{% block {b['block']} %}}{_answer_choices(b['choices'], task_choices)}{b['jinja']}\n"
                     "{% endblock %}\n")
     return name, f"---\n{head}{notes}---\n" + "\n".join(body)
+
+
+def _settings(b: Mapping[str, Any], task_choices: list[str] | str | None, exposed: bool) -> dict[str, Any]:
+    """A block's entry under ``templates:``: its description, and whether it is inverted or has choices of
+    its own."""
+    s: dict[str, Any] = {"description": f"{b['name']} (promptsource {b['id']})" + (
+        "; original_task: false, scored by rank classification (no template is the original task)"
+        if exposed else "")}
+    if task_choices is not None and b["choices"] is None:
+        s["inverted"] = True  # no answer choices: cannot be rank-classified in a task with choices
+        s["choices"] = None  # ... and the task's are not rendered for it (promptsource never does)
+    elif not b["original"] and not exposed:
+        s["inverted"] = True
+    if task_choices is not None and b["choices"] is not None and b["choices"] != task_choices:
+        s["choices"] = b["choices"]
+    return s
+
+
+def _expose(blocks: Sequence[Mapping[str, Any]], keep_inverted: frozenset[str]) -> set[str]:
+    """Ids of the templates to score although not marked original_task: those with answer choices, in a
+    collection where no template is the original task (else the task would have nothing to score)."""
+    if any(b["original"] for b in blocks):
+        return set()
+    return {b["id"] for b in blocks if b["choices"] is not None and b["id"] not in keep_inverted}
+
+
+def _blocks_of(collection: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """What :func:`_expose` reads of each template: id, original_task, answer choices."""
+    return [{"id": t["id"], "original": _is_original(t.get("metadata") or {}),
+             "choices": _choices(t.get("answer_choices"))} for t in collection["templates"]]
 
 
 def _answer_choices(own: list[str] | str | None, task_choices: list[str] | str | None) -> str:
@@ -251,8 +283,10 @@ def import_collection(path: str | Path, out_dir: str | Path, cluster: str, name:
     """
     collection = read_collection(path)
     refused: dict[str, str] = {}
+    kept_inverted: set[str] = set()  # exposed for rank classification, but a target was not a choice
     while True:
-        task_name, text = to_task_file(collection, cluster, name, examples, truncate, refused)
+        task_name, text = to_task_file(collection, cluster, name, examples, truncate, refused,
+                                       frozenset(kept_inverted))
         out = Path(out_dir) / f"{task_name}.jinja"
         if out.exists() and not overwrite:
             raise T2TError(f"{out} already exists; pass --overwrite to replace it or --name to pick another name")
@@ -270,6 +304,10 @@ def import_collection(path: str | Path, out_dir: str | Path, cluster: str, name:
                     # A field missing from an example row is the row's fault: the import fails, naming it.
                     if failed is None or failed in refused or "UndefinedError" in str(exc):
                         raise T2TError(f"{path}: the imported task does not load ({exc})") from None
+                    if "is not one of the choices" in str(exc) and failed not in kept_inverted and \
+                            failed in _expose(_blocks_of(collection), frozenset(kept_inverted)):
+                        kept_inverted.add(failed)  # not a rank-classification template after all
+                        raise _Retry from None
                     refused[failed] = str(exc).replace(str(staged), str(out))
                     if len(refused) == len(collection["templates"]):
                         raise T2TError(f"{path}: every template is refused; the first: "
