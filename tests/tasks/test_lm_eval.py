@@ -255,3 +255,128 @@ def test_cli_export_and_import(tmp_path, capsys):
                      "--out", str(tmp_path / "y")]) == 0
     assert (tmp_path / "y" / "t2t_compare_numbers__compare.jinja").exists()
     assert cli.main(["check", str(tmp_path / "y")]) == 0
+
+
+# --- hostile and malformed input, clashes, staged export (issue #25, #24) ---------------------------------------
+
+
+def _import_error(arc_dir: Path, text: str, capsys) -> str:
+    """The one line ``import-lm-eval`` prints for ``bad.yaml`` holding ``text`` (exit status 2)."""
+    (arc_dir / "bad.yaml").write_text(text, encoding="utf-8")
+    assert run_cli(cli.main, ["import-lm-eval", str(arc_dir / "bad.yaml"), "--cluster", "qa",
+                              "--out", str(arc_dir / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(arc_dir / "bad.yaml") in err
+    assert not (arc_dir / "out").exists()
+    return err
+
+
+@pytest.mark.parametrize("change, message", [
+    (("validation: ARC", "validation: {x: 1}\n    other: ARC"),
+     "'dataset_kwargs.data_files' must be a path, a list of paths or a mapping of split name to path(s), got a "
+     "mapping"),
+    (("dataset_kwargs:\n  data_files:\n    validation: ARC", "dataset_kwargs: just a string\nx: ARC"),
+     "'dataset_kwargs' must be a mapping"),
+    (("  - metric: acc\n", "  - metric: [acc]\n"), "'metric_list[].metric' must be a metric name, got a list"),
+    (("  - metric: acc\n", "  - metric: {acc: 1}\n"), "'metric_list[].metric' must be a metric name, got a mapping"),
+    (("metric_list:\n", "metric_list: acc\nx:\n"), "'metric_list' must be a list"),
+    (("output_type: multiple_choice", "output_type: [multiple_choice]"), "'output_type' must be multiple_choice"),
+    (("doc_to_choice: \"{{choices.text}}\"", "doc_to_choice: [[a], b]"), "'doc_to_choice' must be a list of strings"),
+    (("validation_split: validation", "validation_split: {a: b}"), "'validation_split' must be a split name"),
+])
+def test_malformed_shapes_are_one_line_naming_file_key_and_type(arc_dir, change, message, capsys):
+    old, new = change
+    text = ARC_YAML.replace("ARC_JSONL", str(arc_dir / "arc.jsonl"))
+    assert old.replace("ARC", "") in text
+    text = text.replace(old.replace("ARC", str(arc_dir / "arc.jsonl")), new.replace("ARC", str(arc_dir / "arc.jsonl")))
+    assert message in _import_error(arc_dir, text, capsys)
+
+
+def test_data_files_may_be_a_list_of_paths(arc_dir):
+    text = (arc_dir / "arc.yaml").read_text().replace(f"    validation: {arc_dir / 'arc.jsonl'}",
+                                                      f"    validation: [{arc_dir / 'arc.jsonl'}]")
+    (arc_dir / "list.yaml").write_text(text)
+    (done,) = lm_eval.import_tasks([arc_dir / "list.yaml"], arc_dir / "out", "qa")
+    task = TaskRegistry.load(include_builtin=False, paths=[done.path]).get("arc_local")
+    assert task.source["files"] == {"validation": [str(arc_dir / "arc.jsonl")]} and task.example_rows == ARC_ROWS[:1]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a: " + "[" * 3000 + "]" * 3000 + "\n", "not valid YAML: nested too deeply"),
+    ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)),
+     "aliases expand to more than"),
+    ("- just\n- a list\n", "'(top level)' must be a mapping of lm-eval fields"),
+    ("include: [a.yaml, b.yaml]\n", "'include' must be the path of one YAML file, got a list"),
+])
+def test_hostile_yaml_is_refused_at_once(arc_dir, text, message, capsys):
+    assert message in _import_error(arc_dir, text, capsys)
+
+
+def test_non_utf8_yaml_and_long_include_chains_are_one_line(arc_dir, capsys):
+    (arc_dir / "bad.yaml").write_bytes(b"task: caf\xe9\n")
+    assert run_cli(cli.main, ["import-lm-eval", str(arc_dir / "bad.yaml"), "--cluster", "qa"]) == 2
+    assert "not UTF-8 text (invalid continuation byte at byte 9)" in capsys.readouterr().err
+    for i in range(100):  # each file includes the next (the red team's chain was thousands long)
+        (arc_dir / f"c{i}.yaml").write_text(f"include: c{i + 1}.yaml\n")
+    (arc_dir / "c100.yaml").write_text((arc_dir / "arc.yaml").read_text())
+    with pytest.raises(T2TError, match=f"include chain longer than {lm_eval.yamlsafe.MAX_INCLUDE_DEPTH} files"):
+        lm_eval.import_tasks([arc_dir / "c0.yaml"], arc_dir / "out", "qa")
+    (done,) = lm_eval.import_tasks([arc_dir / "c95.yaml"], arc_dir / "out", "qa")  # a short chain
+    assert done.name == "arc_local"
+
+
+def test_name_clashes_are_refused_or_renamed(arc_dir, capsys):
+    clash = (arc_dir / "arc.yaml").read_text().replace("task: arc_local", "task: compare_numbers")  # built in
+    (arc_dir / "clash.yaml").write_text(clash)
+    with pytest.raises(T2TError, match=r"task 'compare_numbers' already exists \(.*compare_numbers.jinja\).*"
+                                       r"--rename-clashes to name it 'compare_numbers_2'"):
+        lm_eval.import_tasks([arc_dir / "clash.yaml"], arc_dir / "out", "qa")
+    assert run_cli(cli.main, ["import-lm-eval", str(arc_dir / "clash.yaml"), "--cluster", "qa", "--out",
+                              str(arc_dir / "out"), "--rename-clashes"]) == 0
+    assert "renamed from 'compare_numbers'" in capsys.readouterr().out
+    assert (arc_dir / "out" / "compare_numbers_2.jinja").exists()
+    # two inputs of one name in one import: the second is the clash
+    (arc_dir / "again.yaml").write_text((arc_dir / "arc.yaml").read_text())
+    with pytest.raises(T2TError, match=r"again.yaml: task 'arc_local' already exists \(.*arc.yaml\)"):
+        lm_eval.import_tasks([arc_dir / "arc.yaml", arc_dir / "again.yaml"], arc_dir / "out2", "qa")
+    names = [d.name for d in lm_eval.import_tasks([arc_dir / "arc.yaml", arc_dir / "again.yaml"], arc_dir / "out2",
+                                                  "qa", rename_clashes=True)]
+    assert names == ["arc_local", "arc_local_2"]
+
+
+def test_a_hub_task_passes_check_with_an_example_row(arc_dir, capsys):
+    hub = ARC_YAML.replace("dataset_path: json\ndataset_kwargs:\n  data_files:\n    validation: ARC_JSONL\n",
+                           "dataset_path: allenai/ai2_arc\ndataset_name: ARC-Easy\n")
+    (arc_dir / "hub.yaml").write_text(hub)
+    out = str(arc_dir / "out")
+    assert run_cli(cli.main, ["import-lm-eval", str(arc_dir / "hub.yaml"), "--cluster", "qa", "--out", out]) == 0
+    assert "re-import with --example" in capsys.readouterr().out
+
+    def check() -> list[str]:  # what 'python -m t2t.tasks check OUT' reports (without importing datasets)
+        return cli.check_tasks(TaskRegistry.load(include_builtin=False, paths=[out]))[2]
+
+    assert "no example rows to check the templates on" in check()[0]
+    assert run_cli(cli.main, ["import-lm-eval", str(arc_dir / "hub.yaml"), "--cluster", "qa", "--out", out,
+                              "--overwrite", "--example", json.dumps(ARC_ROWS[1])]) == 0
+    assert check() == []
+    assert run_cli(cli.main, ["import-lm-eval", str(arc_dir / "hub.yaml"), "--cluster", "qa", "--out", out,
+                              "--overwrite", "--example", "[1]"]) == 2
+    assert "--example '[1]': 'row' must be a JSON object of fields" in capsys.readouterr().err
+
+
+def test_export_refuses_an_unknown_split_and_overwrite_removes_stale_files(registry, tmp_path):
+    with pytest.raises(T2TError, match=r"--split dev: task 'compare_numbers' has no such split \(its splits: "):
+        lm_eval.export_tasks([registry.get("compare_numbers")], tmp_path / "x", split="dev", limit=2)
+    out = tmp_path / "x"
+    lm_eval.export_tasks([registry.get("compare_numbers"), registry.get("arith_sum")], out, limit=2)
+    first = set(p.name for p in out.rglob("*.yaml"))
+    assert any(n.startswith("arith_sum__") for n in first)
+    lm_eval.export_tasks([registry.get("compare_numbers")], out, limit=2, overwrite=True)
+    kept = set(p.name for p in out.rglob("*")) - {"data"}
+    assert not any(n.startswith("arith_sum__") for n in kept)  # lm-eval would still register them
+    assert sorted(yaml.safe_load((out / "t2t.yaml").read_text())["task"]) == [
+        f"t2t_{n.removesuffix('.yaml')}" for n in sorted(kept) if n.endswith(".yaml") and n != "t2t.yaml"]
+    listed = json.loads((out / lm_eval.MANIFEST).read_text())["files"]
+    assert sorted(listed) == sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
+                                    if p.is_file() and p.name != lm_eval.MANIFEST)
