@@ -227,16 +227,24 @@ def evaluate(config: EvaluateConfig, tasks: Sequence[Task], adapters: Mapping[st
         raise T2TError(f"model labels must differ, got {labels}; name adapters with --adapter LABEL=DIR")
     base = load_base(config, model_name)
     paths = {label: str(adapters[label]) for label in labels[1:]}
-    prov = record(base.path, base.revision, base.name, paths, base.device)
-    # each adapter on the base it was trained on (by weights hash), before any model is scored
-    notes = [n for p in paths.values() if (n := check_adapter_base(p, prov["base"], allow_other_base=
-                                                                   config.model.allow_other_base))]
+    prov, notes = check_bases(config, base, paths)  # each adapter on its own base, before any model is scored
     plans = plan_tasks(config, tasks, base.tokenizer)
     scored = score_models(config, base, plans, labels, paths)
+    if prov["base"]["weights_sha256"] is None:  # a hub model's weights are downloaded only as it loads
+        prov, notes = check_bases(config, base, paths)
     result = assemble(config, base, plans, labels, scored)
     result.notes += notes
     result.provenance = prov
     return result
+
+
+def check_bases(config: EvaluateConfig, base: Base, adapters: Mapping[str, str]) -> tuple[dict, list[str]]:
+    """The provenance record (:mod:`t2t.modeling.provenance`) and the notes of adapters scored on a base
+    they were not trained on (with ``--allow-other-base``); without it such an adapter is refused here."""
+    prov = record(base.path, base.revision, base.name, adapters, base.device)
+    notes = [n for p in adapters.values()
+             if (n := check_adapter_base(p, prov["base"], allow_other_base=config.model.allow_other_base))]
+    return prov, notes
 
 
 @dataclass
