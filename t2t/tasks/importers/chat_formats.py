@@ -50,15 +50,15 @@ position in a JSON array): a record that is not an object, a missing or non-text
 not alternate user/assistant after the system prompt, a conversation without a trained-on response.
 Responses holding ``|||`` (t2t's separator) are left out and counted, as ``import-sni`` does. A task
 name that an existing task (built-in, ``--task-dir``, ``T2T_TASK_PATH``) already has is refused naming
-its file. Nothing is written until the task file has loaded and rendered its rows in a scratch folder;
-then both files are written together (:func:`t2t.atomic.write_files`).
+its file. Both files are staged beside ``OUT`` and moved in together only once the task file has loaded
+there and rendered its first rows through every template (:func:`t2t.atomic.staged_files`): a failure or
+a kill leaves ``OUT`` as it was.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +66,7 @@ from typing import Any
 
 import yaml
 
-from t2t.atomic import write_files
+from t2t.atomic import staged_files
 from t2t.errors import T2TError
 from t2t.tasks.registry import TaskRegistry
 
@@ -284,19 +284,6 @@ def check_name(name: str, target: Path, task_dirs: Sequence[str], overwrite: boo
             raise T2TError(f"{path} already exists; pass --overwrite to replace it")
 
 
-def _verify(name: str, text: str, data: str, rows: Sequence[dict[str, Any]]) -> None:
-    """Load the task file from a scratch folder and render the first rows through every template."""
-    with tempfile.TemporaryDirectory() as tmp:
-        jinja = Path(tmp) / f"{name}.jinja"
-        (Path(tmp) / "data").mkdir()
-        (Path(tmp) / "data" / f"{name}.jsonl").write_text(data, encoding="utf-8")
-        jinja.write_text(text, encoding="utf-8")
-        task = TaskRegistry.load(include_builtin=False, paths=[jinja]).get(name)
-        for i, row in enumerate(rows[:CHECKED_ROWS]):
-            for template in task.template_names:
-                task.render(row, i, template)
-
-
 def import_file(fmt: str, path: str | Path, out_dir: str | Path, name: str | None, cluster: str,
                 task_dirs: Sequence[str] = (), overwrite: bool = False) -> ChatImport:
     """Convert one data file in ``fmt`` (alpaca, sharegpt, messages) into ``OUT/NAME.jinja`` and
@@ -310,11 +297,13 @@ def import_file(fmt: str, path: str | Path, out_dir: str | Path, name: str | Non
     check_name(name, jinja, task_dirs, overwrite)
     data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     text = task_file(fmt, str(path), records, cluster, rows, f"data/{name}.jsonl")
-    _verify(name, text, data, rows)
-    try:
-        data_file.parent.mkdir(parents=True, exist_ok=True)
-        write_files({data_file: lambda tmp: tmp.write_text(data, encoding="utf-8"),
-                     jinja: lambda tmp: tmp.write_text(text, encoding="utf-8")})
+    try:  # staged beside OUT, loaded and rendered there, then both files moved in (t2t.atomic.staged_files)
+        with staged_files(out) as stage:
+            stage.write_text(f"data/{name}.jsonl", data)
+            task = TaskRegistry.load(include_builtin=False, paths=[stage.write_text(jinja.name, text)]).get(name)
+            for i, row in enumerate(rows[:CHECKED_ROWS]):
+                for template in task.template_names:
+                    task.render(row, i, template)
     except OSError as exc:
-        raise T2TError(f"{out}: cannot write there ({exc.strerror or exc})") from None
+        raise T2TError(f"{out}: cannot write there ({exc.strerror or exc}); nothing was changed") from None
     return ChatImport(jinja, data_file, records, len(rows), skipped)
