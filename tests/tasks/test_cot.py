@@ -105,7 +105,7 @@ def _mixture(suite: tuple[Path, Path], variants: str):
     tasks, mixtures = suite
     (mixtures / "m.yaml").write_text(f"include: {{clusters: [reason, plain]}}\nrate: {{strategy: equal}}\n"
                                      f"templates: {{variants: {variants}, few_shot_k: 2}}\n")
-    return load_mixture("m", task_dirs=[tasks], mixture_dirs=[mixtures])
+    return load_mixture("m", task_dirs=[tasks], mixture_dirs=[mixtures], include_builtin=False)
 
 
 def test_cot_variants_apply_to_cot_tasks_and_are_skipped_by_the_others(suite: tuple[Path, Path]) -> None:
