@@ -259,6 +259,11 @@ class ExampleStream(IterableDataset):
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
     # -- rendering --------------------------------------------------------------------------------
+    def task_rows(self, t: int) -> Sequence[dict[str, Any]]:
+        """The rows task number ``t`` draws from (its train split, cut to the mixture's limit), as drawn:
+        for checking them all before training (:mod:`t2t.mixtures.rowcheck`)."""
+        return self._task_rows(t)
+
     def _task_rows(self, t: int) -> Sequence[dict[str, Any]]:
         if t not in self._rows:
             entry = self.mixture.entries[t]

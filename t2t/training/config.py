@@ -49,6 +49,14 @@ class TrainConfig:
         "help": "also save the adapter (a plain peft folder) every N steps as snapshots/step-N, all kept, "
                 "for learning curves (0 = never)"})
     log_steps: int = field(default=10, metadata={"help": "log metrics every N steps"})
+    check_rows: int = field(default=100_000, metadata={
+        "help": "before the first step, render up to N rows of every training task with each of its templates, "
+                "so that a bad row fails now, naming its file, row and field (0 = off)"})
+    check_seconds: float = field(default=60.0, metadata={
+        "help": "at most this many seconds for --check-rows in all; rows not reached are checked as drawn"})
+    dist_timeout: float = field(default=600.0, metadata={
+        "help": "seconds a distributed process waits for the others to start (torchrun, accelerate launch) "
+                "before it gives up with a message"})
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in output_dir"})
     overwrite: bool = field(default=False, metadata={"help": "allow writing into a non-empty output_dir"})
     merge: bool = field(default=False, metadata={"help": "also save the base model with the adapter merged in"})
@@ -119,6 +127,9 @@ class FinetuneConfig:
         ranges = [
             ("weight_decay", t.weight_decay, t.weight_decay >= 0, "must be >= 0"),
             ("warmup_steps", t.warmup_steps, t.warmup_steps >= 0, "must be >= 0"),
+            ("check_rows", t.check_rows, t.check_rows >= 0, "must be >= 0 (0 turns the check off)"),
+            ("check_seconds", t.check_seconds, t.check_seconds >= 0, "must be >= 0"),
+            ("dist_timeout", t.dist_timeout, t.dist_timeout > 0, "must be positive (seconds)"),
             ("max_grad_norm", t.max_grad_norm, t.max_grad_norm >= 0, "must be >= 0 (0 turns clipping off)"),
             ("eval_examples", t.eval_examples, t.eval_examples >= (1 if t.eval_steps else 0),
              "must be >= 1 while --eval-steps is on (--eval-steps 0 turns validation off)"),

@@ -15,6 +15,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from t2t import config as configs
 from t2t.atomic import write_dir, write_json
 from t2t.data.batches import Batcher, StepBatches, StepDataset, auto_workers, batch_tokens, step_loader
 from t2t.errors import Stopped, T2TError
+from t2t.mixtures.rowcheck import check_training_rows
 from t2t.mixtures.stream import build_stream
 from t2t.modeling.checkpoint import (
     checkpoint_bytes,
@@ -44,6 +46,7 @@ from t2t.outputs import write_error
 from t2t.tasks import sources
 from t2t.tasks.task import Example
 from t2t.training.config import FinetuneConfig, warmup_swallows_run
+from t2t.training.distributed import start_accelerator
 from t2t.training.monitor import MetricsLogger, truncate_metrics
 from t2t.training.output import prepare_output_dir, retire_previous_run
 from t2t.versions import library_versions
@@ -113,15 +116,13 @@ class FinetuneRecipe:
 
     # -- setup -------------------------------------------------------------------------------------
     def setup(self) -> None:
-        from accelerate import Accelerator
-
         cfg, t = self.cfg, self.t
         on_cpu = cfg.model.device == "cpu" or not torch.cuda.is_available()
         if cfg.model.device == "cuda" and on_cpu:
             raise T2TError("--device cuda: CUDA is not available here; use --device auto or cpu")
         try:
-            self.accelerator = Accelerator(mixed_precision="no" if cfg.model.device == "cpu" else
-                                           choose_precision(cfg.model.precision), cpu=on_cpu)
+            self.accelerator = start_accelerator(t.dist_timeout, cpu=on_cpu, mixed_precision="no" if
+                                                 cfg.model.device == "cpu" else choose_precision(cfg.model.precision))
         except RuntimeError as exc:  # accelerate's FSDP1 plugin looks for a GPU as it is built
             if not fsdp_requested():
                 raise
@@ -135,6 +136,10 @@ class FinetuneRecipe:
         # The mixture is checked (held-out leakage, unknown names) before anything is written.
         self.stream = build_stream(cfg.data.mixture, heldout=cfg.data.heldout, seed=t.seed,
                                    task_dirs=cfg.data.task_dir, mixture_dirs=cfg.data.mixture_dir)
+        if self.is_main and t.check_rows:  # a bad row ends the run here; the launcher stops the other processes
+            start = time.monotonic()
+            checked = check_training_rows(self.stream, t.check_rows, t.check_seconds)
+            print(f"{checked.summary(t.check_seconds)} ({time.monotonic() - start:.1f} s)", flush=True)
         # Checked, writable and locked against a second writer; nothing old is removed yet.
         self.out, self.lock = prepare_output_dir(cfg, self.is_main,
                                                  acc.wait_for_everyone if self.world > 1 else None)
