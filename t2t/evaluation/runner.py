@@ -33,7 +33,7 @@ from t2t.modeling.config import DEFAULT_MODEL
 from t2t.modeling.provenance import record, summary_line
 from t2t.outputs import write_error
 from t2t.tasks import sources
-from t2t.tasks.cot import is_cot_task
+from t2t.tasks.cot import ZERO_SHOT_TRIGGER, is_cot_task
 from t2t.tasks.fewshot import FEW_SHOT_SEP, FEW_SHOT_XY
 from t2t.tasks.task import Task, warn
 from t2t.versions import library_versions
@@ -184,6 +184,9 @@ class EvalResult:
         if scoring.get("family") == "causal":
             head += (f"Causal model: target_delimiter {scoring['target_delimiter']!r}, chat template "
                      f"{'on' if scoring['chat_template'] else 'off'}.\n\n")
+        if self.settings.get("cot"):  # the choices tasks were generated, not ranked: say so above their scores
+            head += (f"Chain of thought (--cot): tasks without rationales prompted with {ZERO_SHOT_TRIGGER!r}, "
+                     "generated and scored by their extracted answer (cot_exact_match).\n\n")
         notes = "".join(f"\n- note: {n}" for n in self.notes)
         body = head + render_markdown(self.report) + (notes + "\n" if notes else "")
         if self.bootstrap is not None:

@@ -177,5 +177,6 @@ def test_evaluate_cot_prompts_generates_and_scores_the_extracted_answer(tmp_path
     assert budgets == [128] and result.tasks["yesno"]["kind"] == "generation" and result.settings["cot"] is True
     scores = {(s.metric, s.template): s.value for s in result.report.scores}
     assert scores == {("cot_exact_match", "is_it"): pytest.approx(100.0 * 6 / 8)}
+    assert "Chain of thought (--cot)" in result.markdown()
     with pytest.raises(T2TError, match="--cot --num-shots 2: task 'yesno' has no rationales"):
         build_prompts(task, rows, "validation", "is_it", num_shots=2, cot=True)
