@@ -111,7 +111,9 @@ def test_lora_run_prints_an_evaluate_command_that_runs(folders: dict[str, Path],
 def test_full_run_says_model_saved_and_prints_a_model_command(folders: dict[str, Path], tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "full"
-    assert run_cli(finetune.main, finetune_args(folders, out, folders["t5"], "--method", "full")) == 0
+    args = finetune_args(folders, out, folders["t5"], "--method", "full", "--report-to", "none")
+    assert run_cli(finetune.main, args) == 0
+    assert not (out / "tb").exists() and (out / "metrics.jsonl").is_file()  # --report-to none
     stdout = capsys.readouterr().out
     assert f"model saved in {out / 'model'}" in stdout and "adapter saved" not in stdout
     argv = printed_command(stdout, "t2t.evaluate")
