@@ -123,6 +123,20 @@ def test_causal_run_takes_its_chat_template_and_delimiter(runs, capsys):
     assert [g["prediction"] for g in generated] == texts
 
 
+def test_a_full_model_run_folder_is_loaded_with_its_prompt_format(runs, capsys):
+    """--model RUN of a --method full run loads RUN/model, with the run's chat template and delimiter."""
+    import shutil
+
+    run = runs["root"] / "run-full"
+    shutil.copytree(runs["llama"], run / "model")
+    for name in ("config.json", "manifest.json"):
+        shutil.copy2(runs["causal"] / name, run / name)
+    out = _predict(capsys, "--model", str(run), "--input", "Review: great fun.", "--choices", "positive|||negative")
+    scores = _expected(runs["llama"], None, ["Review: great fun."], [["positive", "negative"]], chat_template=True,
+                       target_delimiter="\n")
+    assert out[0]["logprobs"] == pytest.approx([s.logprob for s in scores[0]], abs=1e-4)
+
+
 def test_task_rows_render_through_the_template(runs, capsys):
     """--task renders each row as training does; a row without its answer is rendered with the example's
     fields filled in (no target reported), a whole row reports its target; --template picks another."""
