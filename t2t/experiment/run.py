@@ -97,6 +97,8 @@ def score_parts(cfg: ExperimentConfig, plan: Plan, runs: dict[str, dict[str, Any
         summary["one_vs_many"] = one_vs_many_part(cfg, plan.mixture, runs, plan.specialists)
     if "clusters" in x.parts:
         summary["clusters"] = clusters_part(cfg, plan, runs)
+    if not summary.get("provenance") and runs:  # no unseen part: the base hash and machine its first run recorded
+        summary["provenance"] = json.loads((Path(next(iter(runs.values()))["folder"]) / "provenance.json").read_text())
     return summary
 
 
