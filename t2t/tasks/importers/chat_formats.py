@@ -68,6 +68,7 @@ import yaml
 
 from t2t.atomic import staged_files
 from t2t.errors import T2TError
+from t2t.tasks import registry
 from t2t.tasks.registry import TaskRegistry
 
 FORMATS = ("alpaca", "sharegpt", "messages")
@@ -272,13 +273,32 @@ def task_file(fmt: str, source: str, records: int, cluster: str, rows: Sequence[
     return f"---\n{head}---\n{body}"
 
 
+_NAME_LINE = re.compile(r"^name:[ \t]*['\"]?([^'\"\s#]+)", re.M)
+
+
+def task_files(extra_dirs: Sequence[str]) -> list[Path]:
+    """Every task file of the built-in folders, ``T2T_TASK_PATH`` and ``extra_dirs``."""
+    return [path for root in registry.task_dirs(extra_dirs) for path in registry.find_task_files(root)]
+
+
+def task_name(path: Path) -> str:
+    """A task file's name as :class:`~t2t.tasks.task.Task` gives it (its ``name:`` field, else the file
+    name), read from the front matter's lines alone: loading every task (Jinja compiled) to learn the
+    names takes seconds."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    front = text.split("\n---", 1)[0] if text.startswith("---") else ""
+    found = _NAME_LINE.search(front)
+    return found.group(1) if found else path.stem
+
+
 def check_name(name: str, target: Path, task_dirs: Sequence[str], overwrite: bool) -> None:
     """Refuse a name that another task already has, and an existing file without ``overwrite``."""
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
         raise T2TError(f"--name {name!r}: a task name is letters, digits, '_', '.' or '-'")
-    taken = TaskRegistry.load(task_dirs, errors=[])  # broken files elsewhere are 'tasks check''s to report
-    if name in taken and taken.get(name).path.resolve() != target.resolve():
-        raise T2TError(f"task name '{name}' is already taken by {taken.get(name).path}; choose another with --name")
+    other = next((path for path in task_files(task_dirs) if task_name(path) == name
+                  and path.resolve() != target.resolve()), None)
+    if other is not None:
+        raise T2TError(f"task name '{name}' is already taken by {other}; choose another with --name")
     for path in (target, target.parent / "data" / f"{name}.jsonl"):
         if path.exists() and not overwrite:
             raise T2TError(f"{path} already exists; pass --overwrite to replace it")
