@@ -1,9 +1,9 @@
 """Every command t2t.finetune prints for the user to run next is run here, as printed, and works.
 
-The evaluate command after a LoRA run on an own mixture and task folder (seq2seq and causal), after
-``--method full`` (a plain model folder: ``--model``), and the resume command printed on a stop. Each is
-split with shlex as a shell would and run in-process through the command's ``main``; only ``--limit`` and
-``--bootstrap`` are appended to keep the evaluations small.
+The evaluate command after a LoRA run on an own mixture and task folder (seq2seq, with ``--push-to-hub`` to a
+recording HfApi; and causal), after ``--method full`` (a plain model folder: ``--model``), and the resume
+command printed on a stop. Each is split with shlex as a shell would and run in-process through the
+command's ``main``; only ``--limit`` and ``--bootstrap`` are appended to keep the evaluations small.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from t2t import evaluate, finetune
 from t2t.errors import run_cli
 from t2t.training.recipe import FinetuneRecipe
 from tests.causal_tiny import save_model_folder
+from tests.training.test_hub import FakeHfApi
 
 ECHO = """---
 cluster: echo_t
@@ -96,11 +97,19 @@ def run_evaluate(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def test_lora_run_prints_an_evaluate_command_that_runs(folders: dict[str, Path], tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also --push-to-hub, through a recording HfApi: the saved adapter is what is uploaded."""
+    import huggingface_hub
+
+    api = FakeHfApi()
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda: api)
     out = tmp_path / "lora run"
-    assert run_cli(finetune.main, finetune_args(folders, out, folders["t5"])) == 0
+    assert run_cli(finetune.main, finetune_args(folders, out, folders["t5"], "--push-to-hub", "me/mine")) == 0
     stdout = capsys.readouterr().out
-    assert f"adapter saved in {out / 'adapter'}" in stdout
+    assert f"adapter saved in {out / 'adapter'}" in stdout and "pushed" in stdout
+    assert api.files["adapter_model.safetensors"] == (out / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert "mine" in api.files["README.md"].decode() and "held-out tasks (1): pick" in api.files["README.md"].decode()
     argv = printed_command(stdout, "t2t.evaluate")
     assert "--mixture-dir" in argv and "--task-dir" in argv
     report = run_evaluate(argv, capsys)
