@@ -27,7 +27,7 @@ from t2t.errors import T2TError, run_cli
 from t2t.tasks import catalog, sources
 from t2t.tasks.config import COMMAND, TasksConfig
 from t2t.tasks.importers import chat_formats, lm_eval, sni
-from t2t.tasks.importers.promptsource import import_collection
+from t2t.tasks.importers.promptsource import import_collections
 from t2t.tasks.registry import TaskRegistry, task_dirs
 from t2t.tasks.runtime import TEXT_VAR_LENGTH
 from t2t.tasks.task import SPLITS, Task, warn
@@ -158,9 +158,8 @@ def import_promptsource(args: argparse.Namespace) -> int:
             raise T2TError(f"--example {text[:60]!r}: a row is a JSON object of fields, e.g. "
                            '\'{"premise": "...", "label": 0}\'')
         examples.append(row)
-    for path in args.paths:
-        done = import_collection(path, args.out, args.cluster, args.name, args.overwrite, examples,
-                                 None if args.no_truncate else TEXT_VAR_LENGTH)
+    for done in import_collections(args.paths, args.out, args.cluster, args.name, args.overwrite, examples,
+                                   None if args.no_truncate else TEXT_VAR_LENGTH):  # all or nothing
         print(f"wrote {done.path} ({len(done.templates)} templates)")
         for name, template_id, reason in done.refused:
             print(f"  refused template '{name}' (promptsource {template_id}): {reason}")

@@ -207,3 +207,22 @@ def test_lm_eval_import_of_several_files_is_all_or_nothing(tmp_path: Path,
                       encoding="utf-8")
     assert run_cli(cli.main, args) == 0
     assert sorted(snapshot(out)) == ["t4_first.jinja", "t4_second.jinja"]
+
+
+def test_promptsource_import_of_several_collections_is_all_or_nothing(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.tasks.test_promptsource import COLLECTION
+
+    first, second = tmp_path / "rte.yaml", tmp_path / "cb.yaml"
+    first.write_text(COLLECTION, encoding="utf-8")
+    second.write_text("[", encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["import", str(first), str(second), "--cluster", "nli", "--out", str(out)]
+    assert run_cli(cli.main, args) == 2
+    assert "cb.yaml" in capsys.readouterr().err and not out.exists() and leftovers(out) == []
+    second.write_text(COLLECTION.replace("subset: rte", "subset: cb"), encoding="utf-8")
+    assert run_cli(cli.main, args) == 0
+    assert f"wrote {out / 'super_glue_rte.jinja'}" in capsys.readouterr().out
+    assert sorted(snapshot(out)) == ["super_glue_cb.jinja", "super_glue_rte.jinja"] and leftovers(out) == []
+    assert run_cli(cli.main, args) == 2  # a second run without --overwrite: refused, nothing changed
+    assert "already exists; pass --overwrite" in capsys.readouterr().err

@@ -326,6 +326,31 @@ def import_collection(path: str | Path, out_dir: str | Path, cluster: str, name:
         return Imported(out, task.template_names, notes)
 
 
+def import_collections(paths: Sequence[str | Path], out_dir: str | Path, cluster: str, name: str | None = None,
+                       overwrite: bool = False, examples: Sequence[Mapping[str, Any]] = (),
+                       truncate: int | None = TEXT_VAR_LENGTH) -> list[Imported]:
+    """Several collections, all or nothing: each is imported (:func:`import_collection`) into one stage beside
+    ``out_dir`` and they move in together, so a failure in the second leaves nothing of the first."""
+    out = Path(out_dir)
+    done: list[Imported] = []
+    try:
+        with staged_files(out) as stage:
+            for path in paths:
+                one = import_collection(path, stage.root, cluster, name, True, examples, truncate)
+                final = out / one.path.name
+                if final.exists() and not overwrite:
+                    raise T2TError(f"{final} already exists; pass --overwrite to replace it or --name to pick "
+                                   "another name")
+                if any(d.path == final for d in done):
+                    raise T2TError(f"{path}: becomes {final.name}, as an earlier file of this import does; "
+                                   "import it on its own with --name")
+                refused = [(n, i, r.replace(str(stage.root), str(out))) for n, i, r in one.refused]
+                done.append(Imported(final, one.templates, refused))
+    except OSError as exc:
+        raise T2TError(f"{out}: cannot write there ({exc.strerror or exc}); nothing was changed") from None
+    return done
+
+
 def import_file(path: str | Path, out_dir: str | Path, cluster: str, name: str | None = None,
                 overwrite: bool = False, examples: Sequence[Mapping[str, Any]] = (),
                 truncate: int | None = TEXT_VAR_LENGTH) -> Path:
