@@ -24,6 +24,8 @@ How each example is scored (sources in docs/references.md, "Scoring"):
 Only the non-inverted templates are scored; a task's result is the median over templates with the
 spread, a cluster's the mean of its task medians (:mod:`t2t.evaluation.report`); each adapter's deltas get a 95%
 interval from a paired bootstrap over the evaluated rows (``--bootstrap N``, :mod:`t2t.evaluation.significance`).
+``--contamination`` also scores apart the rows that share a 13-gram with the mixture's training rows and the
+others, GPT-3's clean/dirty split (:mod:`t2t.evaluation.contamination`).
 ``--limit N`` takes the first N rows of the split. ``--num-shots K`` prepends K exemplars from the train
 split, FLAN style (``x + "\\n\\n" + y``, joined and followed by ``"\\n\\n\\n"``), drawn per example from
 ``--seed``, never the example itself; when the prompt exceeds ``--max-input-len`` the farthest exemplars

@@ -51,6 +51,7 @@ import string
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -107,7 +108,7 @@ def gram_hashes(texts: Sequence[str], n: int = DEFAULT_N) -> tuple[np.ndarray, n
     m = total - n + 1
     if m <= 0:
         return np.empty(0, np.uint64), np.empty(0, np.int64)
-    h = np.fromiter((hash(w) for ws in per_text for w in ws), dtype=np.int64, count=total).view(np.uint64)
+    h = np.fromiter(map(hash, chain.from_iterable(per_text)), dtype=np.int64, count=total).view(np.uint64)
     acc = h[:m].copy()
     for k in range(1, n):  # acc = sum h[i + k] * B ** (n - 1 - k), wrapping at 2 ** 64
         acc *= _BASE
@@ -150,12 +151,26 @@ def row_batches(task: Task, split: str, limit: int | None = None, size: int = BA
 
 # -- the index ------------------------------------------------------------------------------------
 
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """The distinct values, sorted: a sort and a neighbour comparison (numpy 2's ``np.unique`` takes a hash
+    table path on integers that measured several times slower here)."""
+    out = np.sort(values)
+    if len(out):
+        out = out[np.concatenate(([True], out[1:] != out[:-1]))]
+    return out
+
+
 class GramIndex:
     """The distinct n-gram hashes of one side (sorted) and, per hash occurrence, the row that holds it."""
 
-    def __init__(self, hashes: np.ndarray, owners: np.ndarray) -> None:
-        self.grams, self._inverse = np.unique(hashes, return_inverse=True)
-        self._owners = owners
+    def __init__(self, hashes: np.ndarray, owners: np.ndarray | None = None) -> None:
+        """``owners[i]`` holds ``hashes[i]``; without owners, ``hashes`` must be distinct and sorted already
+        (:func:`sorted_unique`) and only :meth:`positions` is asked."""
+        if owners is None:
+            self.grams, self._inverse, self._owners = hashes, np.empty(0, np.int64), np.empty(0, np.int64)
+        else:
+            self.grams, self._inverse = np.unique(hashes, return_inverse=True)
+            self._owners = owners
 
     def __len__(self) -> int:
         return len(self.grams)
@@ -353,18 +368,18 @@ def _stream_heldout(held: _Side, train: _Side, n: int, unavailable: dict[str, st
     for _, texts in _batches(train, unavailable, "train"):
         h, _ = gram_hashes(texts, n)
         train_grams += len(h)
-        pending.append(np.unique(h))
+        pending.append(sorted_unique(h))
         pending_size += len(pending[-1])
         if pending_size > max(len(kept), 1 << 20):  # merge when the batches outgrow the set: memory ~2x the set
-            kept = np.union1d(kept, np.concatenate(pending))
+            kept = sorted_unique(np.concatenate([kept, *pending]))
             pending, pending_size = [], 0
     if pending:
-        kept = np.union1d(kept, np.concatenate(pending))
-    index = GramIndex(kept, np.zeros(len(kept), np.int64))
+        kept = sorted_unique(np.concatenate([kept, *pending]))
+    index = GramIndex(kept)
     counts, shorts = [0] * len(held.parts), [0] * len(held.parts)
     dirty: dict[int, set[int]] = {k: set() for k in range(len(held.parts))}
     for k, first, h, o, rows in _read_heldout(held, n, unavailable):
         shorts[k] += int((np.bincount(o, minlength=rows) == 0).sum())
         counts[k] += rows
-        dirty[k].update((first + np.unique(o[index.positions(h) >= 0])).tolist())
+        dirty[k].update((first + o[index.positions(h) >= 0]).tolist())
     return dirty, counts, shorts, train_grams, kept.nbytes
