@@ -141,10 +141,7 @@ class FinetuneConfig:
         for name, value, ok, message in ranges:
             if not ok:
                 raise T2TError(f"bad config: {configs.flag(name)} {value}: {message}")
-        if warmup_swallows_run(t):
-            raise T2TError(f"bad config: --warmup-steps {t.warmup_steps} >= --max-steps {t.max_steps}: the whole run "
-                           f"would be warm-up (the learning rate never reaches --lr {t.lr:g}); use --warmup-steps "
-                           f"{t.max_steps // 10} (a tenth of the steps) or 0")
+        check_warmup(t)
 
 
 # A run shorter than this is a smoke test (the default warm-up alone is 20 steps): warm-up covering it is
@@ -157,6 +154,15 @@ def warmup_swallows_run(t: TrainConfig, smoke: bool = False) -> bool:
     """Whether warm-up lasts the whole run (refused; with ``smoke``: the short runs that are only warned)."""
     covered = t.warmup_steps > 0 and t.warmup_steps >= t.max_steps
     return covered and (t.max_steps < SMOKE_STEPS) == smoke
+
+
+def check_warmup(t: TrainConfig) -> None:
+    """Warm-up as long as the run (the default 20 steps and ``--max-steps 20``): the learning rate would climb
+    the whole run and never reach ``--lr``; refused with the fix (short smoke runs: warned by the recipe)."""
+    if warmup_swallows_run(t):
+        raise T2TError(f"bad config: --warmup-steps {t.warmup_steps} >= --max-steps {t.max_steps}: the whole run "
+                       f"would be warm-up (the learning rate never reaches --lr {t.lr:g}); use --warmup-steps "
+                       f"{t.max_steps // 10} (a tenth of the steps) or 0")
 
 
 def build_config(values: dict[str, Any], origin: str = "config") -> FinetuneConfig:
