@@ -57,19 +57,22 @@ class TrainConfig:
     dist_timeout: float = field(default=600.0, metadata={
         "help": "seconds a distributed process waits for the others to start (torchrun, accelerate launch) "
                 "before it gives up with a message"})
-    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in output_dir"})
+    resume: bool = field(default=False, metadata={
+        "help": "continue the run in --output-dir from its newest checkpoint, with the options of its config.yaml "
+                "(--output-dir RUN --resume is enough); options given too override them, and only --max-steps "
+                "may differ from the run's (the schedule is then re-planned)"})
     overwrite: bool = field(default=False, metadata={"help": "allow writing into a non-empty output_dir"})
     merge: bool = field(default=False, metadata={"help": "also save the base model with the adapter merged in"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "recompute activations in the backward pass instead of keeping them: less memory, about a "
-                "third more compute; same loss and gradients"})
+        "help": "recompute activations in the backward pass instead of keeping them: less memory, one more forward "
+                "pass per step; same loss and gradients"})
     report_to: tuple[str, ...] = field(default=("tensorboard",), metadata={
         "help": "metric trackers besides metrics.jsonl (always written): tensorboard, wandb, mlflow, or none",
         "metavar": "NAMES"})
     push_to_hub: str | None = field(default=None, metadata={
         "help": "after saving, upload the adapter (or model/) to this Hugging Face hub repo, with a model card; "
-                "token from HF_TOKEN or huggingface-cli login", "metavar": "REPO"})
+                "token from HF_TOKEN or `hf auth login`", "metavar": "REPO"})
     hub_private: bool = field(default=False, metadata={"help": "create the --push-to-hub repo as private"})
 
 
