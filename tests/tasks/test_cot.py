@@ -1,6 +1,6 @@
 """Chain of thought (issue #26): the answer-extraction rule and cot_exact_match on constructed texts (exact
 counts), the CoT task files reading back their own answers, the CoT template variants in the stream and their
-rule for tasks without rationales, and ``python -m t2t.evaluate --cot`` on a tiny T5 with constructed outputs."""
+rule for tasks without rationales, and ``python -m t2t.evaluate --cot`` on t2t-tiny with constructed outputs."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from t2t.evaluation.runner import evaluate
 from t2t.mixtures.resolve import load_mixture
 from t2t.mixtures.spec import COT_VARIANTS, MixtureSpec
 from t2t.mixtures.stream import ExampleStream
-from t2t.modeling.tiny import build_tiny_model
 from t2t.tasks.cot import ZERO_SHOT_TRIGGER, extract_answer, is_cot_task
 from t2t.tasks.fewshot import FEW_SHOT_SEP
 from t2t.tasks.registry import TaskRegistry
@@ -157,8 +156,6 @@ def test_evaluate_cot_prompts_generates_and_scores_the_extracted_answer(tmp_path
     (tmp_path / "yn.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "yesno.jinja").write_text(YESNO)
     task = TaskRegistry.load([tmp_path], include_builtin=False).get("yesno")
-    model = build_tiny_model(["Is thing small? yes no", ZERO_SHOT_TRIGGER], tmp_path / "tiny", vocab_size=300,
-                             d_model=16, d_ff=32, d_kv=4, num_heads=2, num_layers=1, num_decoder_layers=1)
     budgets = []
 
     def fake_generate(model, tokenizer, inputs, max_new_tokens, num_beams, **kw):
@@ -172,7 +169,8 @@ def test_evaluate_cot_prompts_generates_and_scores_the_extracted_answer(tmp_path
         return out
 
     monkeypatch.setattr(scoring, "generate", fake_generate)
-    config = build_config({"model": str(model), "device": "cpu", "progress": False, "cot": True, "bootstrap": 0})
+    # t2t-tiny, built once and cached for the whole suite; its outputs are replaced by constructed ones
+    config = build_config({"model": "t2t-tiny", "device": "cpu", "progress": False, "cot": True, "bootstrap": 0})
     result = evaluate(config, [task], {})
     assert budgets == [128] and result.tasks["yesno"]["kind"] == "generation" and result.settings["cot"] is True
     scores = {(s.metric, s.template): s.value for s in result.report.scores}
