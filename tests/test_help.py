@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import re
 from typing import Literal
@@ -101,3 +102,26 @@ def test_literal_fields_give_choices_and_are_checked() -> None:
 def test_plain_strips_sphinx_roles_and_literals() -> None:
     text = "see ``--tasks a,b`` and :func:`~t2t.x.score` or :mod:`t2t.config`, :class:`label <t2t.A>`"
     assert configs.plain(text) == "see --tasks a,b and score or t2t.config, label"
+
+
+def test_tasks_list_has_a_header_a_tag_column_and_filters_by_tag(tmp_path, capsys, monkeypatch) -> None:
+    from t2t.errors import run_cli
+    from t2t.tasks import cli
+    from t2t.tasks.registry import TaskRegistry
+
+    # only the folder's task: the built-ins (Jinja compiled) and datasets' import would cost seconds here
+    monkeypatch.setattr(cli, "quiet_datasets", lambda: None)
+    monkeypatch.setattr(cli.TaskRegistry, "load", functools.partial(TaskRegistry.load.__func__, TaskRegistry,
+                                                                    include_builtin=False))
+
+    (tmp_path / "tagged.jinja").write_text("---\ncluster: demo\nsource: {hf: someone/data}\ntags: [mine, other]\n---\n"
+                                           "{% block t %}{{ x }} ||| {{ x }}{% endblock %}\n", encoding="utf-8")
+    (tmp_path / "untagged.jinja").write_text("---\ncluster: demo\nsource: {hf: someone/data}\n---\n"
+                                             "{% block t %}{{ x }} ||| {{ x }}{% endblock %}\n", encoding="utf-8")
+    assert run_cli(cli.main, ["list", "--task-dir", str(tmp_path)]) == 0
+    assert "untagged" in capsys.readouterr().out
+    assert run_cli(cli.main, ["list", "--tag", "mine", "--task-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["TASK", "CLUSTER", "KIND", "TEMPLATES", "TAGS", "SOURCE"]
+    assert [line.split() for line in lines[1:]] == [["tagged", "demo", "generation", "1", "mine,other",
+                                                     "hf:someone/data"]]
