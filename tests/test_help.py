@@ -16,9 +16,10 @@ from typing import Literal
 import pytest
 
 from t2t import config as configs
+from t2t.__main__ import COMMANDS as CONSOLE_COMMANDS
 from t2t.errors import T2TError
 
-COMMANDS = ["t2t.finetune", "t2t.evaluate", "t2t.experiment.cli", "t2t.mixture", "t2t.tasks.cli"]
+COMMANDS = list(CONSOLE_COMMANDS.values())  # every command the t2t console script runs
 MARKUP = re.compile(r"``|:(class|func|mod|meth|data|attr|exc):`")
 
 
