@@ -179,6 +179,10 @@ def write_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
 # -- several files of a shared folder, all or nothing ------------------------------------------------
 
 JOURNAL = "journal.json"
+# The staged files' folder inside the stage. Its leading '_' keeps a task folder search from finding them
+# (t2t.tasks.registry.find_files skips folders named '_...'): a stage left by a kill, beside --out inside a
+# --task-dir, is not read as a second copy of its tasks.
+NEW = "_new"
 
 
 class StagedFiles:
@@ -202,7 +206,7 @@ class StagedFiles:
         self.stage = self.out.with_name(f".{self.out.name}.stage-{os.getpid()}")
         if self.stage.exists():
             shutil.rmtree(self.stage)
-        self.root = self.stage / "new"
+        self.root = self.stage / NEW
         self.root.mkdir(parents=True)
         self.removed: set[str] = set()
 
@@ -258,7 +262,7 @@ def _apply(stage: Path, journal: dict[str, Any]) -> None:
     out = Path(journal["out"])
     folders = {out}
     for rel in journal["files"]:
-        new, final = stage / "new" / rel, out / rel
+        new, final = stage / NEW / rel, out / rel
         if new.exists():
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(new, final)

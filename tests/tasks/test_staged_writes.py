@@ -19,6 +19,7 @@ from t2t import atomic
 from t2t.atomic import recover, staged_files
 from t2t.errors import run_cli
 from t2t.tasks import cli
+from t2t.tasks.registry import TaskRegistry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -145,7 +146,7 @@ from t2t import atomic
 from t2t.tasks.importers import sni
 def apply_one_then_die(stage, journal):
     rel = journal["files"][0]
-    os.replace(stage / "new" / rel, Path(journal["out"]) / rel)
+    os.replace(stage / atomic.NEW / rel, Path(journal["out"]) / rel)
     os.kill(os.getpid(), signal.SIGKILL)
 atomic._apply = apply_one_then_die
 sni.import_tasks(sys.argv[1:-1], sys.argv[-1], overwrite=True)
@@ -163,6 +164,8 @@ def test_a_killed_overwrite_leaves_the_earlier_import_then_reruns(
     _run_killed(_argv(KILL_WHILE_STAGING, v2, out))
     assert snapshot(out) == before
     assert len(leftovers(out)) == 1  # the stage of the killed process, never committed
+    # ... which a search of the folder holding out does not read as a second copy of the tasks
+    assert sorted(TaskRegistry.load([out.parent], include_builtin=False).names()) == ["task1_a", "task2_b"]
     assert run_cli(cli.main, ["import-sni", *v2, "--out", str(out), "--overwrite"]) == 0
     assert leftovers(out) == [] and "(v2, task1_a)" in (out / "task1_a.jinja").read_text(encoding="utf-8")
 
@@ -181,7 +184,7 @@ def test_a_kill_after_the_commit_point_is_finished_by_the_next_writer(
 def test_a_folder_written_by_a_running_process_is_left_alone(tmp_path: Path) -> None:
     out = tmp_path / "out"
     busy = tmp_path / f".out.stage-{os.getppid()}"  # our parent: alive
-    (busy / "new").mkdir(parents=True)
+    (busy / atomic.NEW).mkdir(parents=True)
     recover(out)
     assert busy.is_dir()
 
