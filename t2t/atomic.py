@@ -15,6 +15,7 @@ final name: ``.NAME.tmp``, ``.NAME.old``, ``.NAME.tmp-PID``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
@@ -202,6 +203,8 @@ class StagedFiles:
 
     def __init__(self, out: str | os.PathLike[str]) -> None:
         self.out = Path(out).resolve()
+        if self.out.exists() and not self.out.is_dir():  # found now, not among the renames after the commit point
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(self.out))
         recover(self.out)
         self.stage = self.out.with_name(f".{self.out.name}.stage-{os.getpid()}")
         if self.stage.exists():
