@@ -10,8 +10,9 @@ evaluation report (``results.json``, ``report.md``) and experiment summary recor
 The base's identity is ``weights_sha256``: the sha256 of the ``sha256sum``-style listing of its
 ``*.safetensors`` files, sorted by name, which a user can recompute with
 ``cd MODEL && sha256sum *.safetensors | LC_ALL=C sort -k2 | sha256sum``; each file's own sha256 is kept
-beside it (``files``). Hashing 1 GB takes seconds, so it is done once per folder and cached with each
-file's size and modification time (a file that changed is hashed again):
+beside it (``files``). Hashing takes seconds (gemma3-270m's 1.07 GB: 3.6 s of CPU, measured 2026-12-07),
+so it is done once per folder and cached with each file's size and modification time (a file that changed
+is hashed again):
 
 * beside the base, ``t2t_weights.json``, for the bases t2t builds in its model cache (t2t-tiny,
   minilm-ed, the GGUF bases: :func:`t2t.modeling.cache.build_into` writes it in the same rename as the
