@@ -30,11 +30,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed.checkpoint as dcp
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from t2t import atomic
@@ -304,7 +301,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     elif state.get("format") == "dcp":  # DCP's metadata is a pickle: read only what t2t recorded a sha256 of
         raise T2TError(f"checkpoint {path}: state.json records no checksums; {advice}")
     if state.get("format") == "dcp":
-        load_sharded(path / SHARDED, model, optimizer, f"checkpoint {path}")
+        load_sharded(path / SHARDED, model, optimizer, path)
     else:
         _load_whole(path, state, model, optimizer, world_size, advice)
     rng_file = path / f"rng-rank{rank}.safetensors"
@@ -323,7 +320,12 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 
 # -- sharded checkpoints (FSDP2) through torch.distributed.checkpoint -------------------------------
 
-def _dcp_options() -> StateDictOptions:
+# torch.distributed.checkpoint is imported in the functions below: it takes about as long to import as torch
+# itself (python -X importtime), and only FSDP2 runs and their resumes use it.
+
+def _dcp_options() -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
     # Only the trainable tensors (LoRA: the adapter, not the frozen base); strict=False since the frozen
     # parameters are left out on purpose (the names are checked by _check_match instead).
     return StateDictOptions(ignore_frozen_params=True, strict=False)
@@ -343,19 +345,25 @@ def save_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer, folde
     ``get_state_dict(model, optimizer, options=StateDictOptions(...))`` returns the model's and the
     optimiser's state dicts keyed by parameter name, with DTensor shards as they are; ``dcp.save`` with a
     ``FileSystemWriter`` writes each rank's local shards and fsyncs them (``sync_files=True``)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
     model_state, optim_state = get_state_dict(model, _plain(optimizer), options=_dcp_options())
-    dcp.save({"model": model_state, "optimizer": optim_state}, storage_writer=FileSystemWriter(str(folder)))
+    dcp.save({"model": model_state, "optimizer": optim_state}, storage_writer=dcp.FileSystemWriter(str(folder)))
 
 
-def load_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, what: str) -> None:
+def load_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, checkpoint: Path) -> None:
     """Load a DCP checkpoint written by any number of processes into this run's model and optimiser,
     sharded as this run shards them (DCP reads the slices each rank needs) or whole on one process.
     Collective under FSDP2. The caller has verified every file's sha256 (DCP's ``.metadata`` is a pickle)."""
-    reader = FileSystemReader(str(folder))
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    reader = dcp.FileSystemReader(str(folder))
     saved = {key.removeprefix("model."): tuple(meta.size) for key, meta in
              reader.read_metadata().state_dict_metadata.items() if key.startswith("model.") and hasattr(meta, "size")}
     plain = _plain(optimizer)
     model_state, optim_state = get_state_dict(model, plain, options=_dcp_options())
-    _check_match(Path(what.removeprefix("checkpoint ")), saved, {n: tuple(t.shape) for n, t in model_state.items()})
+    _check_match(checkpoint, saved, {n: tuple(t.shape) for n, t in model_state.items()})
     dcp.load({"model": model_state, "optimizer": optim_state}, storage_reader=reader)
     set_state_dict(model, plain, model_state_dict=model_state, optim_state_dict=optim_state, options=_dcp_options())

@@ -20,6 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from t2t.errors import T2TError
 from t2t.training.config import build_config
 from t2t.training.recipe import train
 
@@ -107,10 +108,10 @@ def test_fsdp2_trains_the_update_of_one_process_and_resumes_exactly(folders: Pat
     assert json.loads((two / "versions.json").read_text())["processes"] == 2
 
     one = folders / "one"
-    train(build_config({"mixture": "small", "mixture_dir": [mixtures], "output_dir": str(one), "max_steps": 4,
-                        "save_steps": 2, "keep_checkpoints": 5, "batch_size": 8, "lora_dropout": 0.0,
-                        "eval_steps": 0, "progress": False, "warmup_steps": 0, "lr": 1.0, "adam_epsilon": 1.0,
-                        "max_grad_norm": 0.0, "merge": True}))
+    one_options = {"mixture": "small", "mixture_dir": [mixtures], "max_steps": 4, "save_steps": 2,
+                   "keep_checkpoints": 5, "batch_size": 8, "lora_dropout": 0.0, "eval_steps": 0, "progress": False,
+                   "warmup_steps": 0, "lr": 1.0, "adam_epsilon": 1.0, "max_grad_norm": 0.0, "merge": True}
+    train(build_config({**one_options, "output_dir": str(one)}))
     losses = [[json.loads(x)["loss"] for x in (folders / d / "metrics.jsonl").read_text().splitlines()]
               for d in ("one", "two")]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
@@ -118,12 +119,28 @@ def test_fsdp2_trains_the_update_of_one_process_and_resumes_exactly(folders: Pat
     update = max(w.abs().max().item() for k, w in weights["one"].items() if "lora_B" in k)
     assert update > 1e-2
     assert max_diff(weights["one"], weights["two"]) < 1e-4 * update
-    # Checkpoints hold whole tensors (gathered from the shards), as one process writes them.
-    for name in ("trainable", "optimizer"):
-        ckpt = {d: load_file(str(folders / d / "checkpoints" / "checkpoint-000002" / f"{name}.safetensors"))
-                for d in ("one", "two")}
-        assert {k: v.shape for k, v in ckpt["one"].items()} == {k: v.shape for k, v in ckpt["two"].items()}
-        assert max_diff(ckpt["one"], ckpt["two"]) < 1e-4 * update
+    # Checkpoints are sharded (torch.distributed.checkpoint): each rank wrote its own shards, nothing
+    # gathered, and state.json records the sha256 of every file, shards included.
+    ckpt = two / "checkpoints" / "checkpoint-000002"
+    files = json.loads((ckpt / "state.json").read_text())["files"]
+    assert {"sharded/.metadata", "sharded/__0_0.distcp", "sharded/__1_0.distcp", "rng-rank0.safetensors",
+            "rng-rank1.safetensors"} == set(files)
+    assert not (ckpt / "trainable.safetensors").exists()
+    # Resumed by 1 process (no FSDP): DCP reads the 2 ranks' shards whole; the run ends as the run of one.
+    single = folders / "resumed-by-one"
+    shutil.copytree(two, single)
+    for name in ("checkpoints/checkpoint-000004", "adapter", "merged"):
+        shutil.rmtree(single / name)
+    train(build_config({**one_options, "output_dir": str(single), "resume": True}))
+    by_one = load_file(str(single / "adapter" / "adapter_model.safetensors"))
+    assert max_diff(weights["one"], by_one) < 1e-4 * update
+    # A damaged shard is refused by name before DCP reads anything (its sha256 in state.json).
+    damaged = folders / "damaged"
+    shutil.copytree(two, damaged, ignore=shutil.ignore_patterns("checkpoint-000004", "adapter", "merged"))
+    shard = damaged / "checkpoints" / "checkpoint-000002" / "sharded" / "__1_0.distcp"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(T2TError, match=f"{shard}.*delete {shard.parents[1]} to resume from the checkpoint before"):
+        train(build_config({**one_options, "output_dir": str(damaged), "resume": True}))
     # merged/ (made from the base and the saved adapter, since a sharded model cannot merge in place)
     merged = {d: load_file(str(folders / d / "merged" / "model.safetensors")) for d in ("one", "two")}
     assert max_diff(merged["one"], merged["two"]) < 1e-4 * update
@@ -146,10 +163,11 @@ def test_fsdp2_trains_the_update_of_one_process_and_resumes_exactly(folders: Pat
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming from" in done.stdout + done.stderr
     assert max_diff(weights["two"], load_file(str(resumed / "adapter" / "adapter_model.safetensors"))) == 0.0
-    for name in ("trainable", "optimizer"):
-        files = [load_file(str(d / "checkpoints" / "checkpoint-000004" / f"{name}.safetensors"))
-                 for d in (two, resumed)]
-        assert max_diff(*files) == 0.0
+    step4 = [json.loads((d / "checkpoints" / "checkpoint-000004" / "state.json").read_text())["files"]
+             for d in (two, resumed)]
+    for files in step4:  # DCP's .metadata holds a per-save id: the same shards, another file
+        files.pop("sharded/.metadata")
+    assert step4[0] == step4[1]  # every shard and RNG file of the step-4 checkpoint, byte for byte (sha256)
 
 
 def test_fsdp2_full_finetuning_saves_the_model_of_one_process(folders: Path) -> None:

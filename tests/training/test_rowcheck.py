@@ -1,6 +1,7 @@
 """Finetune checks every training row against its templates before the first step (issue #25 part 6): a
 row the stream would not draw for thousands of steps still fails at once, naming file, task, row and field;
-huge sources are bounded by rows per task and by seconds (t2t.mixtures.rowcheck)."""
+huge sources are bounded by rows per task and by seconds (t2t.mixtures.rowcheck). A row is rendered when
+its fields and types are new for its task, so the check costs one render per shape."""
 
 from __future__ import annotations
 
@@ -59,12 +60,13 @@ def test_the_check_is_bounded_by_rows_and_by_seconds(folders: tuple[Path, Path],
     tasks, mixtures = folders
     # Rows per task: the first 500 are good, so the run trains; the log says how many were checked.
     train(build_config(options(tasks, mixtures, tmp_path / "run", check_rows=500)))
-    assert f"checked 500 of {ROWS} training rows of 1 task(s)" in capsys.readouterr().out
+    assert f"checked the fields of 500 of {ROWS} training rows of 1 task(s)" in capsys.readouterr().out
     # Seconds: a clock that advances one second per row read stops the check after the budget.
     stream = build_stream("one", seed=0, task_dirs=[str(tasks)], mixture_dirs=[str(mixtures)])
     ticks = itertools.count()
     done = check_training_rows(stream, ROWS, seconds=100, clock=lambda: float(next(ticks)))
     assert (done.checked, done.total, done.timed_out) == (100, ROWS, True)
+    assert done.rendered == 1  # every row so far has the same fields and types: one rendered
     assert "--check-seconds 100 ran out" in done.summary(100)
     with pytest.raises(T2TError, match=f"row {BAD}, field 'label'"):
         check_training_rows(stream, ROWS, seconds=1e9)
