@@ -65,8 +65,9 @@ def test_the_same_adapter_trained_twice_is_the_same_file(family: str, mixture_di
     a = _train(model, mixture_dir, tmp_path / "one", **extra)
     b = _train(model, mixture_dir, tmp_path / "two", **extra)
     assert (a / "adapter_model.safetensors").read_bytes() == (b / "adapter_model.safetensors").read_bytes()
-    c = _train(model, mixture_dir, tmp_path / "seed1", seed=1, **extra)
-    assert (c / "adapter_model.safetensors").read_bytes() != (a / "adapter_model.safetensors").read_bytes()
+    if family == "causal":  # the comparison can fail: another seed gives another adapter (cheap on this model)
+        c = _train(model, mixture_dir, tmp_path / "seed1", seed=1, **extra)
+        assert (c / "adapter_model.safetensors").read_bytes() != (a / "adapter_model.safetensors").read_bytes()
     # the run records what the adapter depends on: the base's weights hash, the adapter's, the machine
     prov = json.loads((a.parent / "provenance.json").read_text())
     resolved = json.loads((a.parent / "config.json").read_text())["resolved_model"]
