@@ -58,7 +58,6 @@ from t2t import config as configs
 from t2t.errors import run_cli
 from t2t.evaluation.adapter_runs import check_not_trained, read_adapter
 from t2t.evaluation import contamination
-from t2t.evaluation import contamination
 from t2t.evaluation.config import COMMAND, EvaluateConfig, add_arguments, config_from_args, parse_bool_flags
 from t2t.evaluation.runner import OUTPUT_FILES, evaluate, write_outputs
 from t2t.evaluation.selection import resolve_from_runs, select_tasks
@@ -119,7 +118,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     tasks, chosen = select_tasks(cfg, runs)
     trained = check_not_trained(tasks, runs, cfg.tasks.allow_train_tasks)
     overlap = contamination.check_tasks(cfg, tasks, chosen, runs) if cfg.tasks.contamination else None
-    overlap = contamination.check_tasks(cfg, tasks, chosen, runs) if cfg.tasks.contamination else None
     alone = model_alone_note(cfg.model.model) if not runs else None
     if alone:
         print(f"note: {alone}", file=sys.stderr)  # first, before progress bars scroll it away
@@ -128,10 +126,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = evaluate(cfg, tasks, {r.label: r.path for r in runs})
     result.notes += [alone] if alone else []
     result.settings["selection"] = chosen
-    if overlap is not None:  # scores on clean and dirty rows apart (GPT-3 appendix C)
-        scores = contamination.split_scores(result.examples, overlap.dirty(), result.report.primary)
-        result.contamination = contamination.as_dict(overlap, scores)
-        result.contamination_markdown = contamination.render_markdown(overlap, scores)
     if overlap is not None:  # scores on clean and dirty rows apart (GPT-3 appendix C)
         scores = contamination.split_scores(result.examples, overlap.dirty(), result.report.primary)
         result.contamination = contamination.as_dict(overlap, scores)
