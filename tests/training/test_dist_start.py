@@ -26,13 +26,13 @@ def test_rank_0_of_2_started_alone_says_so_and_gives_up(tmp_path: Path) -> None:
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
     out = tmp_path / "run"
     done = subprocess.run([sys.executable, "-m", "t2t.finetune", "--output-dir", str(out), "--max-steps", "1",
-                           "--dist-timeout", "4", "--no-progress"], cwd=REPO, env=env, capture_output=True,
+                           "--dist-timeout", "2", "--no-progress"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
     assert (f"rank 0: waiting for the 2 processes of this run to start at 127.0.0.1:{port} (gives up after "
-            "--dist-timeout 4 s)") in done.stderr
+            "--dist-timeout 2 s)") in done.stderr
     [error] = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert error.startswith(f"error: rank 0 of 2: the other processes did not all start at 127.0.0.1:{port} "
-                            "within --dist-timeout 4 s (")
+                            "within --dist-timeout 2 s (")
     assert "1/2 clients joined" in error and "Traceback" not in done.stderr
     assert not out.exists()
