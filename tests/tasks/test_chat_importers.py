@@ -135,3 +135,13 @@ def test_names_of_existing_tasks_and_files_are_refused(tmp_path: Path, capsys) -
     assert run("import-alpaca", str(source), "--out", str(other), "--name", "mine", "--cluster", "d",
                "--overwrite") == 0
     assert (other / "mine.jinja").read_text() == before.replace("cluster: c", "cluster: d")
+
+
+def test_an_unwritable_output_is_one_line_and_leaves_no_stage(tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the folder should be")
+    assert run("import-alpaca", str(jsonl(tmp_path / "a.jsonl", ALPACA)), "--out", str(blocker), "--name", "a",
+               "--cluster", "c") == 2
+    assert "cannot write there" in capsys.readouterr().err
+    assert blocker.read_text() == "a file where the folder should be"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "out"]
