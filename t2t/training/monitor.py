@@ -80,6 +80,12 @@ def start_trackers(names: Sequence[str], out: Path, start: int, resumed: bool,
             package = "tensorboard" if name == "tensorboard" else name
             raise T2TError(f"--report-to {name}: {exc.name or package} is not installed (pip install {package}), "
                            "or leave it out of --report-to") from None
+        # A tracker that will not start (MLflow 3 refusing a file: store, a W&B login missing) is said in
+        # one line before any step is trained; its own exception types differ by library.
+        except Exception as exc:  # noqa: BLE001
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise T2TError(f"--report-to {name}: the tracker did not start ({reason}); fix its settings (see "
+                           "docs/finetuning.md) or leave it out of --report-to") from None
         if config is not None and name != "tensorboard":  # config.yaml is in the run folder already
             tracker.store_init_configuration(flat_config(config))
         trackers.append(tracker)

@@ -15,6 +15,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+import accelerate.tracking  # noqa: F401 - it looks for mlflow as it is imported: before a test puts in its stand-in
 import pytest
 
 from t2t.errors import T2TError
@@ -147,3 +148,18 @@ def test_report_to_is_checked_and_none_keeps_only_metrics_jsonl(tmp_path: Path) 
     out = tmp_path / "quiet"
     assert sorted(log_three_steps(out, ("none",))) == [1, 2, 3] and not (out / "tb").exists()
     # (a whole run with --report-to none: tests/training/test_next_commands.py, the full fine-tuning)
+
+
+def test_a_tracker_that_cannot_start_is_one_line_before_training(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeMlflow()
+
+    def refuse(**kwargs: Any) -> None:
+        raise RuntimeError("The filesystem tracking backend is in maintenance mode\nsee the docs")
+
+    fake.start_run = refuse  # type: ignore[method-assign]
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    with pytest.raises(T2TError, match=r"^--report-to mlflow: the tracker did not start \(The filesystem tracking "
+                                       r"backend is in maintenance mode\); fix its settings"):
+        log_three_steps(tmp_path / "run", ("mlflow",))
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
