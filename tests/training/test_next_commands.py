@@ -168,3 +168,26 @@ def test_stop_prints_a_resume_command_that_continues_the_run(folders: dict[str, 
     assert "resuming from" in capsys.readouterr().out
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3] and (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_evaluate_without_a_demo_run_prints_a_finetune_command_that_starts(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m t2t.evaluate`` with no options and no demo adapter says to run ``python -m t2t.finetune``
+    first: that command (the offline demo, 300 steps) starts and trains; stopped here after its first step."""
+    from t2t.evaluation.config import EvaluateConfig
+
+    monkeypatch.chdir(tmp_path)
+    evaluate.demo_config(EvaluateConfig())
+    hint = capsys.readouterr().err
+    assert "run python -m t2t.finetune first" in hint
+    argv = shlex.split(hint.split("run ", 1)[1].split(" first")[0])
+    assert argv[:3] == ["python", "-m", "t2t.finetune"]
+
+    def stop_at_once(self: FinetuneRecipe, stop: object) -> bool:
+        stop.signum = signal.SIGTERM  # type: ignore[attr-defined]
+        return True
+
+    monkeypatch.setattr(FinetuneRecipe, "_stop_requested", stop_at_once)
+    assert run_cli(finetune.main, [*argv[3:], "--no-progress"]) == 128 + signal.SIGTERM
+    assert (tmp_path / "runs" / "offline-demo" / "checkpoints" / "checkpoint-000001").is_dir()
