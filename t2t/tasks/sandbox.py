@@ -3,8 +3,11 @@
 Jinja's sandbox stops attribute walks (``''.__class__.__mro__``), unsafe calls and mutation of rows.
 It does not stop a template that runs away, so every render gets a budget:
 
-- wall time (``MAX_RENDER_SECONDS``), checked on every call, every loop iteration and every
-  ``*``/``**``/``+``/``%``/``~``, so nested loops that call nothing are stopped too;
+- time (``MAX_RENDER_SECONDS`` of the rendering thread's CPU time), checked on every call, every loop
+  iteration and every ``*``/``**``/``+``/``%``/``~``, so nested loops that call nothing are stopped too.
+  CPU time, not wall time: a runaway template burns CPU in its own thread, while an ordinary render on a
+  loaded machine (other processes, or another thread holding the GIL, as in a training process) waits
+  without burning any, and must not be refused for it;
 - ``range()`` items summed over the render, and output characters;
 - the size of any one value a template builds: repetition, concatenation, ``%`` and ``str.format``
   widths, and the str methods and filters an argument can blow up (``center(10**9)``,
@@ -152,11 +155,11 @@ class Helper:
 
 
 class RenderBudget:
-    """Per-render limits on range() size and wall time."""
+    """Per-render limits on range() size and the rendering thread's CPU time."""
 
     def __init__(self) -> None:
         self.range_items = 0
-        self.deadline = time.monotonic() + MAX_RENDER_SECONDS
+        self.deadline = time.thread_time() + MAX_RENDER_SECONDS
 
 
 class _BudgetedCodeGenerator(CodeGenerator):
@@ -234,8 +237,8 @@ class T2TSandbox(ImmutableSandboxedEnvironment):
             self.budget = None
 
     def _check_budget(self) -> None:
-        if self.budget is not None and time.monotonic() > self.budget.deadline:
-            raise SecurityError(f"render took longer than {MAX_RENDER_SECONDS:g}s")
+        if self.budget is not None and time.thread_time() > self.budget.deadline:
+            raise SecurityError(f"render took more than {MAX_RENDER_SECONDS:g}s of CPU time")
 
     def _range(self, *args: int) -> range:
         rng = range(*args)
