@@ -278,7 +278,8 @@ def test_a_second_process_is_refused_and_sigterm_stops_with_a_checkpoint(mixture
     [stopped] = [line for line in err.splitlines() if line.startswith("stopped by SIGTERM after step ")]
     step = int(stopped.split("after step ")[1].split()[0])
     assert f"checkpoint saved in {out / 'checkpoints' / f'checkpoint-{step:06d}'}" in stopped
-    assert f"--output-dir {out} --resume" in stopped
+    # the command that continues the run follows on its own line, the run's options read from its config.yaml
+    assert f"python -m t2t.finetune --output-dir {out} --resume" in err.split(stopped, 1)[1].splitlines()[1]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"checkpoint-{step:06d}"]
     assert steps_logged(out) == list(range(1, step + 1))
 
