@@ -1,4 +1,4 @@
-"""``python -m t2t.experiment``: the claim behind multitask tuning, measured in three parts.
+"""``python -m t2t.experiment``: the claim behind multitask tuning, measured in four parts.
 
 On the offline suite by default, for each training seed it trains
 
@@ -6,7 +6,7 @@ On the offline suite by default, for each training seed it trains
 2. (b) single-task: one LoRA adapter on one training task (``--single-task``), same steps, batch and
    learning rate;
 
-and then, for each part named in ``--parts`` (all three by default):
+and then, for each part named in ``--parts`` (the first three by default):
 
 - ``unseen``: one evaluation scores the base and every adapter zero-shot on the mixture's held-out tasks
   (median over templates), each delta with a paired-bootstrap interval over the evaluated rows
@@ -19,6 +19,9 @@ and then, for each part named in ``--parts`` (all three by default):
   first seed only, same budget; each training task is scored for the base, its specialist and the
   multitask adapters; trainable parameters, disk and training time of one adapter against the
   specialists' (the T5 paper's Table 11 question).
+- ``clusters``: FLAN's curve (Wei et al. 2021, section 4.3): the clusters named by ``--curve-heldout`` are
+  held out whole; one adapter per number K of other clusters, added in decreasing order of tasks (ties by
+  name), first seed only; the base and every ``clusters-K`` adapter scored on the held-out clusters' tasks.
 
 Both kinds see the same held-out split, so neither ever trains on a scored task. Everything lands in
 ``--output-dir`` (default ``runs/experiment``): ``config.yaml`` (the resolved options), ``seed-S/multitask/``,

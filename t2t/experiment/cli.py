@@ -1,4 +1,4 @@
-"""``python -m t2t.experiment``: the claim behind multitask tuning, measured in three parts.
+"""``python -m t2t.experiment``: the claim behind multitask tuning, measured in four parts.
 
 The command line (the package docstring, :mod:`t2t.experiment`, says what is measured): options from the
 config dataclasses, then the run. The first line above is the command's --help description; it lives here
