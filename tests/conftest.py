@@ -78,3 +78,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, None]:
     outcome = yield  # a module-level importorskip skips the whole file at collection
     _importorskip_under_ci(outcome)
+
+
+def printed_command(out: str, module: str) -> list[str]:
+    """The arguments of the ``python -m MODULE ...`` command a t2t command printed for the user to run next
+    (the last such line of ``out``), so that a test runs exactly what was printed."""
+    import shlex
+
+    prefix = f"python -m {module} "
+    lines = [line[line.index(prefix) + len(prefix):] for line in out.splitlines() if prefix in line]
+    assert lines, f"no '{prefix}...' command printed in:\n{out}"
+    return shlex.split(lines[-1])

@@ -10,6 +10,7 @@ import pytest
 from t2t.errors import run_cli
 from t2t.tasks.cli import main
 from t2t.tasks.registry import TaskRegistry
+from tests.conftest import printed_command
 
 # tatsu-lab/stanford_alpaca train.py, PROMPT_DICT: the prompt the 'alpaca' template must reproduce
 PROMPT_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -51,12 +52,13 @@ def test_alpaca_json_array_renders_stanford_prompt_and_passes_check(tmp_path: Pa
     source.write_text(json.dumps(ALPACA, indent=1), encoding="utf-8")
     out = tmp_path / "out"
     assert run("import-alpaca", str(source), "--out", str(out), "--name", "alp", "--cluster", "instruct") == 0
-    assert "2 rows from 2 records" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2 rows from 2 records" in printed
     renders = rendered(out, "alp")
     assert ("alpaca", PROMPT_NO_INPUT.format(**ALPACA[0]), "Sleep eight hours.") in renders
     assert ("alpaca", PROMPT_INPUT.format(**ALPACA[1]), "Bonjour") in renders
     assert ("instruction", "Translate to French.\n\nGood morning", "Bonjour") in renders
-    assert run("check", str(out)) == 0
+    assert run(*printed_command(printed, "t2t.tasks")) == 0  # the "check it with" command, as printed
 
 
 def test_sharegpt_one_row_per_assistant_turn_with_history_and_system(tmp_path: Path) -> None:

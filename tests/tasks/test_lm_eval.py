@@ -14,7 +14,7 @@ from t2t.errors import T2TError, run_cli
 from t2t.tasks import cli
 from t2t.tasks.importers import lm_eval
 from t2t.tasks.registry import TaskRegistry
-from tests.conftest import require
+from tests.conftest import printed_command, require
 
 LIMIT = 8
 
@@ -254,7 +254,8 @@ def test_cli_export_and_import(tmp_path, capsys):
     assert cli.main(["import-lm-eval", str(tmp_path / "x" / "compare_numbers__compare.yaml"), "--cluster", "c",
                      "--out", str(tmp_path / "y")]) == 0
     assert (tmp_path / "y" / "t2t_compare_numbers__compare.jinja").exists()
-    assert cli.main(["check", str(tmp_path / "y")]) == 0
+    # the "check it with" command, as printed
+    assert cli.main(printed_command(capsys.readouterr().out, "t2t.tasks")) == 0
 
 
 # --- hostile and malformed input, clashes, staged export (issue #25, #24) ---------------------------------------

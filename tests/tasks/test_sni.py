@@ -21,6 +21,7 @@ from t2t.tasks.cli import main
 from t2t.tasks.importers.sni import ENCODINGS, TEST_LIMIT, import_tasks, mixture_text, read_test_tasks
 from t2t.tasks.registry import TaskRegistry
 from t2t.tasks.sources import load_rows
+from tests.conftest import printed_command
 
 
 def tk_instruct_source(task: dict[str, Any], instance: dict[str, Any], n_pos: int, n_neg: int,
@@ -139,7 +140,7 @@ def test_cli_writes_tasks_and_mixture_and_refuses_to_clobber(sni_dir: Path, caps
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "1 train tasks, 1 test tasks" in out and "held out: 1 test tasks" in out
-    assert main(["check", str(sni_dir / "out")]) == 0
+    assert main(printed_command(out, "t2t.tasks")) == 0  # the "check it with" command, as printed
     with pytest.raises(T2TError, match="already exists; pass --overwrite"):
         main(args)
     assert main([*args, "--overwrite"]) == 0
