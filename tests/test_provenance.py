@@ -162,3 +162,21 @@ def test_the_experiment_summary_heads_each_claim_with_its_spread_over_seeds() ->
     report = SimpleNamespace(base="base", overall={"base": 20.0, "single": 27.7})
     one = summarize_seeds(SimpleNamespace(report=report, bootstrap=None, provenance=None), ["single"], [0])
     assert one["kinds"]["single"]["delta"]["sd"] is None and "(one seed)" in summary_markdown(one)
+
+
+def test_predict_checks_the_base_as_evaluate_does(bases: dict[str, Path], capsys: pytest.CaptureFixture[str]
+                                                  ) -> None:
+    """t2t predict applies an adapter only to the base its run recorded (issue #25 part 4), like evaluate."""
+    from t2t.predict.cli import main as predict
+
+    args = ["--adapter", str(bases["adapter"]), "--input", "a fine film", "--max-new-tokens", "2"]
+    with pytest.raises(T2TError, match=r"was trained on .* weights sha256 .*--allow-other-base"):
+        predict(["--model", str(bases["other"]), *args])
+    assert predict(["--model", str(bases["other"]), "--allow-other-base", *args]) == 0
+    out = capsys.readouterr()
+    assert "note: " in out.err and "--allow-other-base" in out.err and json.loads(out.out.splitlines()[0])["input"]
+    with pytest.raises(T2TError, match="of its tensors have no place in this base model"):
+        predict(["--model", str(bases["shallow"]), "--allow-other-base", *args])
+    capsys.readouterr()
+    assert predict(["--model", str(bases["base"]), *args]) == 0
+    assert "note: " not in capsys.readouterr().err

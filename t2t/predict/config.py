@@ -38,6 +38,9 @@ class PredictModelConfig(ModelConfig):
                                                       "metavar": "{fp32,bf16}"})
     revision: str | None = field(default=None, metadata={
         "help": "hub revision of the base model", "metavar": "REV", "shown": "the adapter run's revision"})
+    allow_other_base: bool = field(default=False, metadata={
+        "help": "apply the adapter to a base whose weights hash differs from the one its run recorded (said on "
+                "stderr); an adapter that would lose tensors is refused even so", "metavar": "[BOOL]"})
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ decoder-only model: left padding, stop strings) and greedy or beam generation th
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ from t2t.errors import T2TError
 from t2t.evaluation.adapter_runs import AdapterRun, read_adapter
 from t2t.evaluation.config import EvaluateConfig, build_config
 from t2t.evaluation.selection import resolve_from_runs
+from t2t.modeling.adapter_base import check_adapter_base
+from t2t.modeling.provenance import base_identity
 from t2t.predict.config import PredictConfig, PredictGenerationConfig
 from t2t.predict.inputs import Item
 
@@ -86,6 +89,7 @@ def resolve(cfg: PredictConfig) -> tuple[EvaluateConfig, AdapterRun | None]:
         model = peft.get("base_model_name_or_path") or None  # a peft adapter that t2t did not train
     values = {"model": model, "revision": m.revision, "precision": m.precision, "device": m.device,
               "attn_implementation": m.attn_implementation, "adapter": [str(run.path)] if run else [],
+              "allow_other_base": m.allow_other_base,
               "task_dir": list(cfg.inputs.task_dir), "batch_size": g.batch_size,
               "max_input_len": g.max_input_len, "num_beams": g.num_beams, "choice_scoring": g.choice_scoring,
               "target_delimiter": g.target_delimiter, "chat_template": g.chat_template, "output_dir": "-"}
@@ -140,6 +144,11 @@ def load(view: EvaluateConfig, run: AdapterRun | None) -> Loaded:
         check_family(run, family, name)
     opts = resolve_scoring(view, family)
     if run is not None:
+        # the base it was trained on, by its weights hash, as evaluate checks (t2t.modeling.adapter_base)
+        note = check_adapter_base(run.path, base_identity(base.path, base.revision, base.name),
+                                  allow_other_base=view.model.allow_other_base)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
         model = load_adapter(model, str(run.path))
     return Loaded(model, base.tokenizer, family, base.batch_size, base.device, opts)
 
