@@ -56,8 +56,8 @@ from pathlib import Path
 
 from t2t import config as configs
 from t2t.errors import run_cli
-from t2t.evaluation.adapter_runs import check_not_trained, read_adapter
 from t2t.evaluation import contamination
+from t2t.evaluation.adapter_runs import check_not_trained, read_adapter
 from t2t.evaluation.config import COMMAND, EvaluateConfig, add_arguments, config_from_args, parse_bool_flags
 from t2t.evaluation.runner import OUTPUT_FILES, evaluate, write_outputs
 from t2t.evaluation.selection import resolve_from_runs, select_tasks
