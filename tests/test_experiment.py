@@ -205,6 +205,23 @@ def test_overfitting_and_one_vs_many_parts(tmp_path: Path) -> None:
     assert "## Overfitting: sentiment_movie over steps" in text and "## One model vs many" in text
 
 
+def test_chat_template_trains_and_scores_every_model_through_it(tmp_path: Path) -> None:
+    """--chat-template reaches the training runs and, through them, the evaluation: the base is scored with
+    the same prompt format as the adapters (one evaluation, one format)."""
+    from tests.causal_tiny import save_model_folder
+
+    model = save_model_folder(tmp_path / "llama", chat=True)
+    out, args = _small(tmp_path, "--parts", "unseen", "--model", str(model), "--chat-template", "--max-steps", "2",
+                       "--limit", "2")
+    assert main(args) == 0
+    for kind in ("multitask", "single-sentiment_movie"):
+        trained = json.loads((out / "seed-0" / kind / "config.json").read_text())
+        assert trained["data"]["chat_template"] is True and trained["model_family"] == "causal"
+    results = json.loads((out / "eval" / "results.json").read_text())
+    assert results["config"]["resolved"]["scoring"]["chat_template"] is True
+    assert "chat template on" in (out / "eval" / "report.md").read_text()
+
+
 def test_the_loss_curve_rows_are_the_same_in_both_runs(tmp_path: Path) -> None:
     """The overfitting part compares the two runs' val_loss/TASK: they must be over the same examples."""
     from t2t.experiment import single_task_mixture

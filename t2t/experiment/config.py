@@ -97,10 +97,13 @@ class ExperimentConfig:
     # help of those that mean something more here.
     SHORTCUTS: ClassVar[dict[str, str]] = {
         "mixture": "finetune", "model": "finetune", "max_steps": "finetune", "batch_size": "finetune",
-        "lr": "finetune", "limit": "evaluate", "bootstrap": "evaluate"}
+        "lr": "finetune", "chat_template": "finetune", "limit": "evaluate", "bootstrap": "evaluate"}
     SHORTCUT_HELP: ClassVar[dict[str, str]] = {
         "mixture": "the multitask mixture; the single-task adapter holds out the same tasks",
-        "limit": "evaluation examples per held-out task"}
+        "limit": "evaluation examples per held-out task",
+        "chat_template": "causal models: train every adapter through the tokenizer's chat template (input as the "
+                         "user turn, target as the assistant turn); the base and the adapters are then all scored "
+                         "through it, as evaluate does for an adapter trained so"}
 
     def validate(self) -> None:
         x = self.experiment

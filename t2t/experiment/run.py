@@ -28,7 +28,9 @@ from typing import Any
 from t2t import config as configs
 from t2t.atomic import write_json, write_text
 from t2t.errors import T2TError
+from t2t.evaluation.adapter_runs import read_adapter
 from t2t.evaluation.runner import evaluate, write_outputs
+from t2t.evaluation.selection import resolve_from_runs
 from t2t.experiment.config import ExperimentConfig
 from t2t.experiment.plan import Plan, check_folders, load_plan_mixture, make_plan
 from t2t.experiment.report import _overfit_stats, summarize_seeds, summary_markdown
@@ -104,7 +106,11 @@ def score_parts(cfg: ExperimentConfig, plan: Plan, runs: dict[str, dict[str, Any
 
 def _evaluate(cfg: ExperimentConfig, tasks: Sequence[Any], adapters: dict[str, str], out: str) -> Any:
     names = [] if out == "eval" else [t.name for t in tasks]
-    result = evaluate(cfg.evaluate_run(adapters, out, names), list(tasks), adapters)
+    config = cfg.evaluate_run(adapters, out, names)
+    # as python -m t2t.evaluate does: a causal adapter's prompt format (chat template, target delimiter) is
+    # the one its run trained with, and the base is scored in that format too (one evaluation, one format)
+    config = resolve_from_runs(config, [read_adapter(spec) for spec in config.model.adapter])
+    result = evaluate(config, list(tasks), adapters)
     write_outputs(result, Path(cfg.experiment.output_dir) / out)
     return result
 
