@@ -115,6 +115,25 @@ def render_markdown(report: ContaminationReport, scores: list[dict[str, Any]]) -
         delta = f"{s['clean'] - s['all']:+.1f}" if s["clean"] is not None else "-"
         lines.append(f"| {s['model']} | {s['task']} | {s['metric']} | {_cell(s['all'], s['all_rows'])} | "
                      f"{_cell(s['clean'], s['clean_rows'])} | {_cell(s['dirty'], s['dirty_rows'])} | {delta} |")
+    lines += _origins_markdown(report)
     if not report.complete:
         lines.append("\nSome training tasks could not be read (see results.json): dirty counts are lower bounds.")
     return "\n".join(lines) + "\n"
+
+
+def _origins_markdown(report: ContaminationReport) -> list[str]:
+    """Where the dirty rows come from: per held-out task with dirty rows, the training tasks they overlap
+    (dirty rows each, most first) and one row's first shared n-gram; every row's are in results.json."""
+    dirty = [t for t in report.tasks if t.origins]
+    if not dirty:
+        return []
+    lines = ["", f"Dirty rows by training task (first shared {report.n}-gram of the first dirty row; every "
+                 "row's in results.json, `contamination.report.tasks[].dirty_origins`):", "",
+             "| task | dirty rows | training tasks (dirty rows) | example |", "|---|---:|---|---|"]
+    for t in dirty:
+        counts = list(t.by_train_task().items())
+        by_task = ", ".join(f"{name} ({k})" for name, k in counts[:5]) + (f", +{len(counts) - 5} more"
+                                                                         if len(counts) > 5 else "")
+        example = t.origins[0]
+        lines.append(f"| {t.task} | {len(t.dirty)} | {by_task} | row {example.row}: \"{example.ngram}\" |")
+    return lines

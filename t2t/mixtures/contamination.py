@@ -50,13 +50,16 @@ from __future__ import annotations
 import string
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
 import numpy as np
 
 from t2t.errors import T2TError
+from t2t.mixtures.contamination_hub import HubGate
+from t2t.mixtures.contamination_index import GramIndex, HitTasks, row_tasks, sorted_unique
+from t2t.mixtures.contamination_report import ContaminationReport, DirtyRow, TaskOverlap
 from t2t.mixtures.resolve import Mixture
 from t2t.mixtures.spec import TRAIN_SPLIT
 from t2t.tasks import sources
@@ -149,117 +152,6 @@ def row_batches(task: Task, split: str, limit: int | None = None, size: int = BA
         yield [" ".join(s for column in columns for s in _strings(column[i])) for i in range(count)]
 
 
-# -- the index ------------------------------------------------------------------------------------
-
-def sorted_unique(values: np.ndarray) -> np.ndarray:
-    """The distinct values, sorted: a sort and a neighbour comparison (numpy 2's ``np.unique`` takes a hash
-    table path on integers that measured several times slower here)."""
-    out = np.sort(values)
-    if len(out):
-        out = out[np.concatenate(([True], out[1:] != out[:-1]))]
-    return out
-
-
-class GramIndex:
-    """The distinct n-gram hashes of one side (sorted) and, per hash occurrence, the row that holds it."""
-
-    def __init__(self, hashes: np.ndarray, owners: np.ndarray | None = None) -> None:
-        """``owners[i]`` holds ``hashes[i]``; without owners, ``hashes`` must be distinct and sorted already
-        (:func:`sorted_unique`) and only :meth:`positions` is asked."""
-        if owners is None:
-            self.grams, self._inverse, self._owners = hashes, np.empty(0, np.int64), np.empty(0, np.int64)
-        else:
-            self.grams, self._inverse = np.unique(hashes, return_inverse=True)
-            self._owners = owners
-
-    def __len__(self) -> int:
-        return len(self.grams)
-
-    @property
-    def nbytes(self) -> int:
-        return self.grams.nbytes + self._inverse.nbytes + self._owners.nbytes
-
-    def positions(self, hashes: np.ndarray) -> np.ndarray:
-        """Where each of ``hashes`` sits in :attr:`grams` (-1: not there)."""
-        if not len(self.grams) or not len(hashes):
-            return np.full(len(hashes), -1, np.int64)
-        pos = np.searchsorted(self.grams, hashes)
-        np.minimum(pos, len(self.grams) - 1, out=pos)
-        return np.where(self.grams[pos] == hashes, pos, -1)
-
-    def owners_of(self, hit: np.ndarray) -> np.ndarray:
-        """The distinct owners of the grams marked in ``hit`` (a bool array over :attr:`grams`)."""
-        return np.unique(self._owners[hit[self._inverse]])
-
-
-# -- the report -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TaskOverlap:
-    """One held-out task: its checked rows, the dirty ones (row indices of the split) and the short ones."""
-
-    task: str
-    split: str
-    rows: int
-    dirty: tuple[int, ...]
-    short: int  # rows of fewer than n words: no n-gram, never dirty
-
-    @property
-    def percent(self) -> float:
-        return 100.0 * len(self.dirty) / self.rows if self.rows else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "split": self.split, "rows": self.rows, "dirty": len(self.dirty),
-                "clean": self.rows - len(self.dirty), "percent": round(self.percent, 2), "short": self.short,
-                "dirty_rows": list(self.dirty)}
-
-
-@dataclass(frozen=True)
-class ContaminationReport:
-    mixture: str
-    n: int
-    mode: str
-    tasks: tuple[TaskOverlap, ...]
-    train_tasks: tuple[str, ...]
-    train_rows: int
-    train_ngrams: int
-    unavailable: dict[str, str] = field(default_factory=dict)  # "task (side)" -> why it could not be read
-    index_bytes: int = 0
-    seconds: float = 0.0
-
-    def dirty(self) -> dict[str, frozenset[int]]:
-        """held-out task -> its dirty row indices (of the checked split)."""
-        return {t.task: frozenset(t.dirty) for t in self.tasks}
-
-    @property
-    def complete(self) -> bool:
-        """False when a training task could not be read: the dirty counts are then a lower bound."""
-        return not any(k.endswith("(train)") for k in self.unavailable)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"mixture": self.mixture, "n": self.n, "mode": self.mode, "complete": self.complete,
-                "normalisation": "lowercase, ASCII punctuation deleted, whitespace words (GPT-3 appendix C)",
-                "train_tasks": list(self.train_tasks), "train_rows": self.train_rows,
-                "train_ngrams": self.train_ngrams, "tasks": [t.as_dict() for t in self.tasks],
-                "unavailable": dict(self.unavailable), "index_bytes": self.index_bytes,
-                "seconds": round(self.seconds, 3)}
-
-    def text(self) -> str:
-        """The report as the command prints it: one line per held-out task, dirty rows as k/n and %."""
-        lines = [f"mixture {self.mixture}: {self.n}-gram overlap of held-out rows with "
-                 f"{self.train_rows} training rows of {len(self.train_tasks)} tasks"]
-        width = max([len(t.task) for t in self.tasks] + [4])
-        lines.append(f"{'task':<{width}}  {'split':<10}  {'dirty':>13}  {'%':>6}  short (<{self.n} words)")
-        for t in self.tasks:
-            lines.append(f"{t.task:<{width}}  {t.split:<10}  {f'{len(t.dirty)}/{t.rows}':>13}  "
-                         f"{t.percent:>5.1f}%  {t.short}")
-        for name, why in self.unavailable.items():
-            lines.append(f"not checked: {name}: {why}")
-        if not self.complete:
-            lines.append("some training tasks could not be read: the dirty counts are lower bounds")
-        return "\n".join(lines)
-
-
 # -- the check ------------------------------------------------------------------------------------
 
 @dataclass
@@ -270,102 +162,177 @@ class _Side:
     rows: int
 
 
-def _sides(mixture: Mixture, heldout: Sequence[Task], split: str, unavailable: dict[str, str]
-           ) -> tuple[_Side, _Side]:
+class _Reader:
+    """Reads the rows of both sides for one check: notes what cannot be read in ``unavailable`` (the first
+    reason kept) and skips hub tasks once the hub is known to be unreachable (:class:`HubGate`)."""
+
+    def __init__(self) -> None:
+        self.unavailable: dict[str, str] = {}  # "task (side)" -> why
+        self.gate = HubGate()
+
+    def _note(self, task: Task, label: str, why: str) -> None:
+        self.unavailable.setdefault(f"{task.name} ({label})", why)
+
+    def count(self, task: Task, split: str, label: str) -> int | None:
+        """Rows of a split (None: noted as unavailable)."""
+        skip = self.gate.skip_reason(task)
+        if skip is not None:
+            self._note(task, label, skip)
+            return None
+        try:
+            return sources.num_rows(task, split)
+        except T2TError as exc:
+            self._note(task, label, self.gate.failed(task, exc))
+            return None
+
+    def part(self, task: Task, split: str, limit: int | None, label: str) -> Iterator[list[str]]:
+        """The row texts of one task's split, a batch at a time (nothing if it cannot be read: noted)."""
+        skip = self.gate.skip_reason(task)
+        if skip is not None:
+            self._note(task, label, skip)
+            return
+        try:
+            yield from row_batches(task, split, limit)
+        except T2TError as exc:
+            self._note(task, label, self.gate.failed(task, exc))
+
+    def batches(self, side: _Side, label: str) -> Iterator[tuple[int, list[str]]]:
+        """(part number, row texts) of every batch of a side."""
+        for k, (task, split, limit) in enumerate(side.parts):
+            for texts in self.part(task, split, limit, label):
+                yield k, texts
+
+
+def _sides(mixture: Mixture, heldout: Sequence[Task], split: str, reader: _Reader) -> tuple[_Side, _Side]:
     held: list[tuple[Task, str, int | None]] = []
     held_rows = 0
     for task in heldout:
         try:
             s = eval_split(task, split)
-            held_rows += sources.num_rows(task, s)
         except T2TError as exc:
-            unavailable[f"{task.name} (held out)"] = str(exc)
+            reader.unavailable[f"{task.name} (held out)"] = str(exc)
             continue
-        held.append((task, s, None))
+        rows = reader.count(task, s, "held out")
+        if rows is not None:
+            held_rows += rows
+            held.append((task, s, None))
     train = [(e.task, TRAIN_SPLIT, e.limit) for e in mixture.entries]
     return _Side(held, held_rows), _Side(train, sum(e.examples for e in mixture.entries))
 
 
-def _batches(side: _Side, unavailable: dict[str, str], label: str
-             ) -> Iterator[tuple[int, list[str]]]:
-    """(part number, row texts) of every batch of a side; a task that cannot be read is noted and skipped."""
-    for k, (task, split, limit) in enumerate(side.parts):
-        try:
-            for texts in row_batches(task, split, limit):
-                yield k, texts
-        except T2TError as exc:
-            unavailable[f"{task.name} ({label})"] = str(exc)
+@dataclass
+class _Found:
+    """What a stream found: per held-out part, row in part -> [training task numbers, first shared n-gram]."""
+
+    dirty: dict[int, dict[int, list[Any]]]
+    counts: list[int]
+    shorts: list[int]
+    train_grams: int = 0
+    nbytes: int = 0
 
 
 def check(mixture: Mixture, heldout: Sequence[Task] | None = None, *, n: int = DEFAULT_N,
           split: str = "validation", mode: str | None = None) -> ContaminationReport:
     """Which rows of each held-out task (its ``split``, else the next one evaluate would score) share an
-    n-gram with a training row of ``mixture``; ``heldout`` defaults to the mixture's held-out tasks.
-    ``mode`` (one of :data:`MODES`) forces which side is indexed; by default the smaller one by rows."""
+    n-gram with a training row of ``mixture``, with which training tasks and the first such n-gram;
+    ``heldout`` defaults to the mixture's held-out tasks. ``mode`` (one of :data:`MODES`) forces which side
+    is indexed; by default the smaller one by rows."""
     if n < 1:
         raise T2TError(f"--ngram {n}: the n-gram size must be at least 1 (GPT-3 used 8 to 13)")
     if mode not in (None, *MODES):
         raise T2TError(f"contamination mode '{mode}': use one of {', '.join(MODES)}")
     start = time.perf_counter()
     heldout = list(mixture.heldout if heldout is None else heldout)
-    unavailable: dict[str, str] = {}
-    held, train = _sides(mixture, heldout, split, unavailable)
+    reader = _Reader()
+    held, train = _sides(mixture, heldout, split, reader)
     mode = mode or (MODES[0] if held.rows <= train.rows else MODES[1])
-    if mode == MODES[0]:
-        dirty, counts, shorts, train_grams, nbytes = _stream_train(held, train, n, unavailable)
-    else:
-        dirty, counts, shorts, train_grams, nbytes = _stream_heldout(held, train, n, unavailable)
-    tasks = tuple(TaskOverlap(task.name, s, counts[k], tuple(sorted(dirty[k])), shorts[k])
-                  for k, (task, s, _) in enumerate(held.parts) if f"{task.name} (held out)" not in unavailable)
-    return ContaminationReport(mixture.name, n, mode, tasks, tuple(e.name for e in mixture.entries), train.rows,
-                               train_grams, unavailable, nbytes, time.perf_counter() - start)
+    found = (_stream_train if mode == MODES[0] else _stream_heldout)(held, train, n, reader)
+    names = [e.name for e in mixture.entries]
+    tasks = []
+    for k, (task, s, _) in enumerate(held.parts):
+        if f"{task.name} (held out)" in reader.unavailable:
+            continue
+        rows = sorted(found.dirty[k])
+        origins = tuple(DirtyRow(i, tuple(names[j] for j in found.dirty[k][i][0]), found.dirty[k][i][1])
+                        for i in rows)
+        tasks.append(TaskOverlap(task.name, s, found.counts[k], tuple(rows), found.shorts[k], origins))
+    return ContaminationReport(mixture.name, n, mode, tuple(tasks), tuple(names), train.rows, found.train_grams,
+                               reader.unavailable, found.nbytes, time.perf_counter() - start)
 
 
-def _read_heldout(held: _Side, n: int, unavailable: dict[str, str]) -> Iterator[tuple[int, int, np.ndarray,
-                                                                                        np.ndarray, int]]:
-    """(part, first row of the batch in its part, n-gram hashes, their row within the batch, batch rows)."""
+def _read_heldout(held: _Side, n: int, reader: _Reader
+                  ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, list[str]]]:
+    """(part, first row of the batch in its part, n-gram hashes, their row within the batch, the texts)."""
     seen = [0] * len(held.parts)
-    for k, texts in _batches(held, unavailable, "held out"):
+    for k, texts in reader.batches(held, "held out"):
         h, o = gram_hashes(texts, n)
-        yield k, seen[k], h, o, len(texts)
+        yield k, seen[k], h, o, texts
         seen[k] += len(texts)
 
 
-def _stream_train(held: _Side, train: _Side, n: int, unavailable: dict[str, str]
-                  ) -> tuple[dict[int, set[int]], list[int], list[int], int, int]:
-    """Index the held-out n-grams (owner: a global row id), stream the training rows once."""
+def _short_rows(owners: np.ndarray, rows: int) -> int:
+    return int((np.bincount(owners, minlength=rows) == 0).sum())
+
+
+def _stream_train(held: _Side, train: _Side, n: int, reader: _Reader) -> _Found:
+    """Index the held-out n-grams (owner: a global row id), stream the training rows once, noting which
+    training task hit which indexed n-gram; then read the dirty held-out rows again for their first n-gram."""
     hashes, owners, where = [], [], []  # where: (part, row in part) of each global row id
-    counts, shorts = [0] * len(held.parts), [0] * len(held.parts)
-    for k, first, h, o, rows in _read_heldout(held, n, unavailable):
+    found = _Found({k: {} for k in range(len(held.parts))}, [0] * len(held.parts), [0] * len(held.parts))
+    for k, first, h, o, texts in _read_heldout(held, n, reader):
         hashes.append(h)
         owners.append(o + len(where))
-        shorts[k] += int((np.bincount(o, minlength=rows) == 0).sum())
-        where.extend((k, first + i) for i in range(rows))
-        counts[k] += rows
+        found.shorts[k] += _short_rows(o, len(texts))
+        where.extend((k, first + i) for i in range(len(texts)))
+        found.counts[k] += len(texts)
     index = GramIndex(np.concatenate(hashes or [np.empty(0, np.uint64)]),
                       np.concatenate(owners or [np.empty(0, np.int64)]))
-    hit = np.zeros(len(index), bool)
-    train_grams = 0
+    del hashes, owners
+    hit, hits = np.zeros(len(index), bool), HitTasks()
     if len(index):
-        for _, texts in _batches(train, unavailable, "train"):
+        for part, texts in reader.batches(train, "train"):
             h, _ = gram_hashes(texts, n)
-            train_grams += len(h)
+            found.train_grams += len(h)
             pos = index.positions(h)
             hit[pos[pos >= 0]] = True
-    dirty: dict[int, set[int]] = {k: set() for k in range(len(held.parts))}
-    for row in index.owners_of(hit).tolist():
+            hits.add(pos, part)
+    rows, positions, offsets = index.hit_occurrences(hit)
+    tasks = row_tasks(rows, positions, hits.pairs())
+    dirty_rows, first = np.unique(rows, return_index=True)
+    for row, off in zip(dirty_rows.tolist(), offsets[first].tolist(), strict=True):
         k, i = where[row]
-        dirty[k].add(i)
-    return dirty, counts, shorts, train_grams, index.nbytes
+        found.dirty[k][i] = [tasks[row], off]  # the word offset, made text below
+    _first_ngrams(held, found.dirty, n, reader)
+    found.nbytes = index.nbytes + hits.nbytes
+    return found
 
 
-def _stream_heldout(held: _Side, train: _Side, n: int, unavailable: dict[str, str]
-                    ) -> tuple[dict[int, set[int]], list[int], list[int], int, int]:
-    """Index the training n-grams (a sorted set, merged batch by batch), stream the held-out rows once."""
+def _first_ngrams(held: _Side, dirty: dict[int, dict[int, list[Any]]], n: int, reader: _Reader) -> None:
+    """Replace each dirty row's word offset by its n-gram's text: the held-out tasks with dirty rows are read
+    again (the smaller side; the index keeps hashes, not words)."""
+    for k, rows in dirty.items():
+        if not rows:
+            continue
+        task, split, limit = held.parts[k]
+        first = 0
+        for texts in reader.part(task, split, limit, "held out"):
+            for i in range(first, first + len(texts)):
+                if i in rows:
+                    rows[i][1] = " ".join(words(texts[i - first])[rows[i][1]:rows[i][1] + n])
+            first += len(texts)
+        for detail in rows.values():  # a task that could not be read again (noted as unavailable)
+            if not isinstance(detail[1], str):
+                detail[1] = ""
+
+
+def _stream_heldout(held: _Side, train: _Side, n: int, reader: _Reader) -> _Found:
+    """Index the training n-grams (a sorted set, merged batch by batch), stream the held-out rows once; then
+    stream the training rows again (the smaller side here) against the dirty rows' n-grams only, to name the
+    training tasks they come from."""
     kept = np.empty(0, np.uint64)
     pending: list[np.ndarray] = []
     pending_size = train_grams = 0
-    for _, texts in _batches(train, unavailable, "train"):
+    for _, texts in reader.batches(train, "train"):
         h, _ = gram_hashes(texts, n)
         train_grams += len(h)
         pending.append(sorted_unique(h))
@@ -376,10 +343,29 @@ def _stream_heldout(held: _Side, train: _Side, n: int, unavailable: dict[str, st
     if pending:
         kept = sorted_unique(np.concatenate([kept, *pending]))
     index = GramIndex(kept)
-    counts, shorts = [0] * len(held.parts), [0] * len(held.parts)
-    dirty: dict[int, set[int]] = {k: set() for k in range(len(held.parts))}
-    for k, first, h, o, rows in _read_heldout(held, n, unavailable):
-        shorts[k] += int((np.bincount(o, minlength=rows) == 0).sum())
-        counts[k] += rows
-        dirty[k].update((first + o[index.positions(h) >= 0]).tolist())
-    return dirty, counts, shorts, train_grams, kept.nbytes
+    found = _Found({k: {} for k in range(len(held.parts))}, [0] * len(held.parts), [0] * len(held.parts),
+                   train_grams, kept.nbytes)
+    where: list[tuple[int, int]] = []  # (part, row in part) of each dirty row, by dirty row number
+    occ_rows, occ_hashes = [], []  # per colliding n-gram occurrence: its dirty row number and hash
+    for k, first, h, o, texts in _read_heldout(held, n, reader):
+        found.shorts[k] += _short_rows(o, len(texts))
+        found.counts[k] += len(texts)
+        collide = np.flatnonzero(index.positions(h) >= 0)
+        batch_rows, firsts = np.unique(o[collide], return_index=True)
+        offsets = collide[firsts] - np.searchsorted(o, batch_rows)  # a row's n-grams are in word order
+        occ_rows.append(np.searchsorted(batch_rows, o[collide]) + len(where))
+        occ_hashes.append(h[collide])
+        for r, off in zip(batch_rows.tolist(), offsets.tolist(), strict=True):
+            found.dirty[k][first + r] = [[], " ".join(words(texts[r])[off:off + n])]
+            where.append((k, first + r))
+    if where:
+        hashes = np.concatenate(occ_hashes)
+        small = GramIndex(sorted_unique(hashes))
+        hits = HitTasks()
+        for part, texts in reader.batches(train, "train"):
+            hits.add(small.positions(gram_hashes(texts, n)[0]), part)
+        for row, parts in row_tasks(np.concatenate(occ_rows), small.positions(hashes), hits.pairs()).items():
+            k, i = where[row]
+            found.dirty[k][i][0] = parts
+        found.nbytes += small.nbytes + hits.nbytes
+    return found

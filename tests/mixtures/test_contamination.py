@@ -56,7 +56,8 @@ def _jsonl(path: Path, rows: list[dict]) -> str:
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory) -> tuple[Path, Path]:
     """A held-out task of four validation rows and a training task holding a copy, a near copy (case,
-    punctuation), a copy of the short row and a row that shares only 12 words with the clean one."""
+    punctuation), a copy of the short row and a row that shares only 12 words with the clean one; a second
+    training task shares the near copy's last 13 words."""
     root = tmp_path_factory.mktemp("contamination")
     tasks, mixtures = root / "tasks", root / "mixtures"
     tasks.mkdir()
@@ -64,7 +65,9 @@ def dirs(tmp_path_factory) -> tuple[Path, Path]:
     held = {"train": _jsonl(tasks / "held_train.jsonl", [{"text": "unrelated row", "answer": "no"}]),
             "validation": _jsonl(tasks / "held_val.jsonl", [{"text": t, "answer": "yes"} for t in HELD])}
     train = {"train": _jsonl(tasks / "train_a.jsonl", TRAIN)}
-    other = {"train": _jsonl(tasks / "train_b.jsonl", [{"text": "nothing in common at all", "answer": "no"}] * 3)}
+    # train_b shares only the last 13 words of the near-copied row (its first 13 are in train_a alone)
+    other = {"train": _jsonl(tasks / "train_b.jsonl", [{"text": "nothing in common at all", "answer": "no"}] * 2
+                             + [{"text": " ".join(HELD[1].split()[2:]), "answer": "no"}])}
     for name, cluster, files in (("held", "c1", held), ("train_a", "c2", train), ("train_b", "c2", other)):
         (tasks / f"{name}.jinja").write_text(TASK.format(cluster=cluster, files=json.dumps(files)))
     (mixtures / "cmix.yaml").write_text("include: {tasks: [held, train_a, train_b]}\nheldout: {tasks: [held]}\n")
@@ -88,12 +91,34 @@ def test_constructed_overlaps_exact_counts_both_directions(dirs):
     bigger = load_mixture("cmix", heldout=["train_a"], task_dirs=[tasks], mixture_dirs=[mixtures])
     other = contamination.check(bigger, [mixture.heldout[0]])
     assert other.mode == "train-indexed" and other.train_rows == 3
-    assert other.tasks[0].dirty == () and other.tasks[0].short == 1
+    assert other.tasks[0].dirty == (1,) and other.tasks[0].short == 1
+    assert other.tasks[0].origins == (contamination.DirtyRow(1, ("train_b",), " ".join(HELD[1].split()[2:])),)
     for mode in contamination.MODES:  # either direction finds the same rows
         forced = contamination.check(mixture, n=12, mode=mode)
         assert forced.mode == mode and forced.tasks[0].dirty == (0, 1, 2, 3) and forced.tasks[0].short == 0
     text = report.text()
     assert "held" in text and "2/4" in text and "50.0%" in text
+
+
+def test_dirty_rows_name_their_training_tasks_and_first_shared_ngram(dirs):
+    """Row 0 is copied into train_a; row 1 is near-copied into train_a and its last 13 words are in train_b:
+    each dirty row names every training task it overlaps and its first shared 13-gram (normalised words),
+    the same in both streaming directions."""
+    tasks, mixtures = dirs
+    mixture = load_mixture("cmix", task_dirs=[tasks], mixture_dirs=[mixtures])
+    first13 = [" ".join(contamination.words(t)[:13]) for t in HELD[:2]]
+    expect = (contamination.DirtyRow(0, ("train_a",), first13[0]),
+              contamination.DirtyRow(1, ("train_a", "train_b"), first13[1]))
+    for mode in contamination.MODES:
+        report = contamination.check(mixture, mode=mode)
+        assert report.tasks[0].origins == expect, mode
+        assert report.by_train_task() == {"train_a": 2, "train_b": 1}
+    data = report.as_dict()
+    assert data["dirty_by_train_task"] == {"train_a": 2, "train_b": 1}
+    assert data["tasks"][0]["dirty_origins"][1] == {"row": 1, "train_tasks": ["train_a", "train_b"],
+                                                    "ngram": first13[1]}
+    text = report.text()
+    assert "train_a 2, train_b 1" in text and f'e.g. held row 0 and train_a: "{first13[0]}"' in text
 
 
 def test_unreadable_tasks_are_listed_not_fatal(dirs, tmp_path):
@@ -118,8 +143,12 @@ def test_cli_json(dirs, capsys):
     assert rc == 0, out.err
     data = json.loads(out.out)
     assert data["n"] == 12 and data["mixture"] == "cmix"
-    assert data["tasks"] == [{"task": "held", "split": "validation", "rows": 4, "dirty": 4, "clean": 0,
-                              "percent": 100.0, "short": 0, "dirty_rows": [0, 1, 2, 3]}]
+    (held,) = data["tasks"]
+    assert {k: v for k, v in held.items() if k not in ("dirty_origins", "dirty_by_train_task")} == {
+        "task": "held", "split": "validation", "rows": 4, "dirty": 4, "clean": 0, "percent": 100.0, "short": 0,
+        "dirty_rows": [0, 1, 2, 3]}
+    assert [o["row"] for o in held["dirty_origins"]] == [0, 1, 2, 3]
+    assert all(len(o["ngram"].split()) == 12 for o in held["dirty_origins"])
     rc = run_cli(main, ["check", "cmix", "--task-dir", str(tasks), "--mixture-dir", str(mixtures), "--ngram", "0"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "--ngram 0" in err
@@ -191,3 +220,11 @@ def test_evaluate_splits_clean_and_dirty_on_t2t_tiny(tmp_path, capsys):
                 expect = statistics.median(100 * sum(v) / len(v) for v in per_template.values())
                 assert s["dirty"] == pytest.approx(expect)
     assert "## Contamination: 5-gram overlap with mixture offline" in out.out
+    for t in report["tasks"]:  # every dirty row names training tasks of the mixture and a 5-gram
+        assert [o["row"] for o in t["dirty_origins"]] == t["dirty_rows"]
+        for o in t["dirty_origins"]:
+            assert o["train_tasks"] and set(o["train_tasks"]) <= set(report["train_tasks"])
+            assert len(o["ngram"].split()) == 5
+    first = next(t for t in report["tasks"] if t["dirty_origins"])
+    example = first["dirty_origins"][0]
+    assert f'| {first["task"]} | {first["dirty"]} | ' in out.out and f'row {example["row"]}: "{example["ngram"]}"' in out.out
