@@ -101,8 +101,12 @@ class HubGate:
 
     def failed(self, task: Task, exc: Exception) -> str:
         """The reason to report for ``task``, whose read raised ``exc``; closes the gate on a connection error."""
+        if not is_hub(task):
+            return str(exc)
+        if offline_mode():
+            return f"{exc} (offline mode is on: HF_HUB_OFFLINE or HF_DATASETS_OFFLINE; only cached copies are read)"
         why = connection_failure(exc)
-        if why is None or not is_hub(task) or offline_mode():
+        if why is None:
             return str(exc)
         if self.closed is None:
             self.closed = f"reading {task.name} could not connect ({why})"

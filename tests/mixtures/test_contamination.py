@@ -227,4 +227,5 @@ def test_evaluate_splits_clean_and_dirty_on_t2t_tiny(tmp_path, capsys):
             assert len(o["ngram"].split()) == 5
     first = next(t for t in report["tasks"] if t["dirty_origins"])
     example = first["dirty_origins"][0]
-    assert f'| {first["task"]} | {first["dirty"]} | ' in out.out and f'row {example["row"]}: "{example["ngram"]}"' in out.out
+    assert f'| {first["task"]} | {first["dirty"]} | ' in out.out
+    assert f'row {example["row"]}: "{example["ngram"]}"' in out.out
