@@ -11,7 +11,7 @@ Measures, in one process, :func:`t2t.mixtures.contamination.check`:
   Zipf-shaped vocabulary of 20,000 made-up words, the shape of word frequencies in text), and one held-out
   task of ``--heldout-rows`` rows, of which every 50th is planted in a training task (every other one of
   those as a near copy: capitalised, punctuated) so that the dirty rows are known: the run checks it found
-  exactly those;
+  exactly those, and that each names the one training task it was planted in (``origins_right``);
 - ``generated_quarter``: the same held-out task against the first quarter of each training task (the
   mixture's ``train_limit``), to show the memory does not grow with the streamed side;
 - ``train_indexed``: the generated mixture with the training side forced to be the index (the other
@@ -157,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, mixture_name, mode in runs:
             m = measure(load_mixture(mixture_name, **load), mode, args.n)
             _log(name, m)
-            found = list(m.pop("report").tasks[0].dirty)
-            m["found_planted"] = found == planted
+            held = m.pop("report").tasks[0]
+            m["found_planted"] = list(held.dirty) == planted
+            # planted[j] went to gen_train_{j % 4} only (generate): each dirty row must name that task alone
+            m["origins_right"] = [o.train_tasks for o in held.origins] == [
+                (f"gen_train_{j % TRAIN_TASKS}",) for j in range(len(planted))]
             m["train_words"] = m["train_rows"] * args.words
             result[name] = m
     full, quarter = result["generated"], result["generated_quarter"]

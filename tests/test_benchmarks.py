@@ -226,6 +226,6 @@ def test_contamination_finds_the_planted_rows_in_both_directions(capsys: pytest.
     assert data["planted"] == 4
     for name in ("generated", "generated_quarter", "train_indexed"):
         m = data[name]
-        assert m["found_planted"] is True and m["dirty"] == {"gen_heldout": 4}
+        assert m["found_planted"] is True and m["origins_right"] is True and m["dirty"] == {"gen_heldout": 4}
         assert m["rows_per_s"] > 0 and m["rows_per_cpu_s"] > 0 and m["peak_mib"] > 0
     assert data["generated"]["train_words"] == 40000 and data["train_indexed"]["mode"] == "train-indexed"
