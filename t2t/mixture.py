@@ -6,7 +6,10 @@
     python -m t2t.mixture check NAME [--n 13] [--split validation] [--heldout C] [--json]
 
 ``check`` prints, per held-out task, its rows that share an n-gram (13 words by default) with a row the
-mixture trains on, GPT-3's contamination test: ``k/n`` dirty and a percentage (:mod:`t2t.mixtures.contamination`).
+mixture trains on, GPT-3's contamination test: ``k/n`` dirty, a percentage and the training tasks they overlap;
+``--json`` names each dirty row's training tasks and first shared n-gram (:mod:`t2t.mixtures.contamination`).
+Without network, hub tasks are not retried one by one (:mod:`t2t.mixtures.contamination_hub`; HF_HUB_OFFLINE=1
+reads cached copies only).
 
 Options: defaults < ``--config`` YAML (:class:`t2t.mixtures.config.MixtureConfig`, flat keys or under
 mixture/sample) < flags; ``--save-config FILE`` writes the resolved options for ``--config``. The rules
@@ -30,7 +33,7 @@ from t2t.mixtures.table import show_table
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m t2t.mixture",
+    parser = argparse.ArgumentParser(prog=configs.program("t2t.mixture"),
                                      description=configs.plain(__doc__.split("\n")[0]))
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="list the mixtures")
