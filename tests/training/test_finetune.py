@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from t2t.errors import T2TError
 from t2t.training.config import build_config
 from t2t.training.recipe import FinetuneRecipe, train
+from tests.causal_tiny import save_model_folder
+from tests.training import ddp_gradients
 
 REPO = Path(__file__).resolve().parents[2]
 MIXTURE = """\
@@ -239,19 +242,43 @@ def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
 
 
-def test_two_processes_give_the_gradient_of_one(mixture_dir: Path, tmp_path: Path) -> None:
-    script = str(REPO / "tests" / "training" / "ddp_gradients.py")
-    for nproc, accum in ((1, 4), (2, 2)):
-        done = torchrun(script, str(mixture_dir), str(tmp_path / f"g{nproc}.safetensors"), str(accum), nproc=nproc)
-        assert done.returncode == 0, done.stderr[-3000:]
-    one, two = load_file(str(tmp_path / "g1.safetensors")), load_file(str(tmp_path / "g2.safetensors"))
+@pytest.fixture(scope="module")
+def family_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Model family -> a model of it: t2t-tiny and the tiny random Llama of tests/causal_tiny.py."""
+    return {"seq2seq": "t2t-tiny", "causal": str(save_model_folder(tmp_path_factory.mktemp("tiny-llama")))}
+
+
+@pytest.fixture(scope="module")
+def two_process_gradients(mixture_dir: Path, family_models: dict[str, str],
+                          tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, Path]]:
+    """Family -> (model, the gradients 2 processes x accumulation 2 computed), both families in one launch."""
+    folder = tmp_path_factory.mktemp("ddp-gradients")
+    saved = {family: folder / f"{family}.safetensors" for family in family_models}
+    pairs = [arg for family, model in family_models.items() for arg in (model, str(saved[family]))]
+    done = torchrun(str(REPO / "tests" / "training" / "ddp_gradients.py"), str(mixture_dir), "2", *pairs)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {family: (model, saved[family]) for family, model in family_models.items()}
+
+
+@pytest.mark.parametrize("family", ["seq2seq", "causal"])
+def test_two_processes_give_the_gradient_of_one(two_process_gradients: dict[str, tuple[str, Path]],
+                                                mixture_dir: Path, family: str) -> None:
+    """The same global batch of 8: 2 DDP processes x 2 accumulated micro-batches (torchrun, gloo) and 1
+    process x 4 (here, no DDP) give the same loss and gradients; the causal path with packed rows."""
+    model, saved = two_process_gradients[family]
+    two = load_file(str(saved))
+    one = ddp_gradients.gradients(model, str(mixture_dir), 4, Accelerator(cpu=True))
+    assert one.pop("examples_per_row").item() > 1 and two.pop("examples_per_row").item() > 1  # packed rows
     scale = max(g.abs().max().item() for g in one.values())
     assert abs(one["loss"].item() - two["loss"].item()) < 1e-6 * one["loss"].item()
     assert max_diff(one, two) < 1e-5 * scale
 
 
-def test_torchrun_finetune_matches_one_process(mixture_dir: Path, tmp_path: Path) -> None:
-    """Two processes train the adapter of one, to float noise, on any CPU.
+@pytest.mark.parametrize("family", ["seq2seq", "causal"])
+def test_torchrun_finetune_matches_one_process(mixture_dir: Path, family_models: dict[str, str], tmp_path: Path,
+                                               family: str) -> None:
+    """Two processes train the adapter of one, to float noise, on any CPU: t2t-tiny, and the tiny causal
+    Llama on packed rows (its training settings in ddp_gradients.py).
 
     With Adam's default epsilon (1e-8) the first updates are lr * sign(g): reassociation noise in a
     near-zero gradient can flip a sign and move a weight by up to 2 lr, however small the noise, and how
@@ -266,11 +293,15 @@ def test_torchrun_finetune_matches_one_process(mixture_dir: Path, tmp_path: Path
     """
     args = ["--mixture", "small", "--mixture-dir", str(mixture_dir), "--max-steps", "2", "--batch-size", "8",
             "--lora-dropout", "0", "--eval-steps", "0", "--no-progress", "--warmup-steps", "0",
-            "--lr", "1", "--adam-epsilon", "1", "--max-grad-norm", "0"]
+            "--lr", "1", "--adam-epsilon", "1", "--max-grad-norm", "0", "--model", family_models[family]]
+    causal = ddp_gradients.CAUSAL_DATA if family == "causal" else {}
+    for key, value in causal.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
     done = torchrun("-m", "t2t.finetune", *args, "--output-dir", str(tmp_path / "two"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "versions.json").read_text())["processes"] == 2
-    run(mixture_dir, tmp_path / "one", lr=1.0, adam_epsilon=1.0, max_grad_norm=0.0)
+    run(mixture_dir, tmp_path / "one", lr=1.0, adam_epsilon=1.0, max_grad_norm=0.0, model=family_models[family],
+        **causal)
     losses = [[json.loads(x)["loss"] for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
               for d in ("one", "two")]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
