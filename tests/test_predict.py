@@ -176,6 +176,64 @@ def test_stdin_output_file_and_config_round_trip(runs, capsys, monkeypatch, tmp_
     assert "--overwrite" in capsys.readouterr().err and first.read_text() == again.read_text()
 
 
+def test_sampling_is_seeded_with_transformers_semantics_and_n_outputs(runs, capsys):
+    """--do-sample with --seed: the same command twice writes the same lines (the seed in each), another seed
+    draws other tokens; the options reach generate() with GenerationConfig's meaning (one input: the same
+    draws as model.generate seeded alike); --num-return-sequences N gives N outputs, the first as prediction."""
+    import torch
+
+    from t2t.modeling.loading import load_model, load_tokenizer
+
+    argv = ["--model", str(runs["tiny"]), "--input", "What is 3 plus 4?", "--input", "12 + 7 =", "--do-sample",
+            "--temperature", "1.5", "--top-k", "0", "--top-p", "0.95", "--num-return-sequences", "3",
+            "--max-new-tokens", "6"]
+    first, again = _predict(capsys, *argv), _predict(capsys, *argv)
+    assert first == again
+    assert all(o["seed"] == 0 and len(o["predictions"]) == 3 and o["prediction"] == o["predictions"][0]
+               for o in first)
+    assert len({text for o in first for text in o["predictions"]}) > 1  # sampled, not six greedy copies
+    other = _predict(capsys, *argv, "--seed", "1")
+    assert [o["predictions"] for o in other] != [o["predictions"] for o in first] and other[0]["seed"] == 1
+    alone = _predict(capsys, *argv[:4], *argv[6:])  # the first input alone, batch of one: no padding
+    model, tok = load_model(str(runs["tiny"])).eval(), load_tokenizer(str(runs["tiny"]))
+    torch.manual_seed(0)
+    ids = model.generate(**tok(["What is 3 plus 4?"], return_tensors="pt"), do_sample=True, temperature=1.5,
+                         top_k=0, top_p=0.95, num_return_sequences=3, max_new_tokens=6)
+    assert alone[0]["predictions"] == [t.strip() for t in tok.batch_decode(ids, skip_special_tokens=True)]
+    causal = ["--adapter", str(runs["causal"]), "--input", "Review: great fun.", "--input", "Question: 3 and 4?",
+              "--do-sample", "--repetition-penalty", "1.3", "--max-new-tokens", "6", "--seed", "7"]
+    sampled = _predict(capsys, *causal)
+    assert sampled == _predict(capsys, *causal) and sampled[0]["seed"] == 7 and "predictions" not in sampled[0]
+
+
+@pytest.mark.parametrize("family", ["seq2seq", "causal"])
+def test_stop_strings_cut_as_evaluation_batched_as_one_by_one(runs, capsys, family):
+    """--stop: generation ends at the first stop string, left out of the output: the unstopped text cut there,
+    the same batched as one input at a time, and evaluation's generate with that stop gives it too."""
+    inputs = ["Review: great fun.", "Question: what is 3 and 4?", "12 + 7 ="]
+    # t2t-tiny alone writes nothing greedily (EOS first): a repetition penalty makes it write (and is tested)
+    model = ["--model", str(runs["tiny"]), "--repetition-penalty", "3"] if family == "seq2seq" else \
+        ["--adapter", str(runs["causal"])]
+    argv = [*model, *[a for text in inputs for a in ("--input", text)], "--max-new-tokens", "12"]
+    full = [o["prediction"] for o in _predict(capsys, *argv, "--stop", "")]  # '': EOS only, no default
+    text = max(full, key=len)
+    stop = text[len(text) // 2:len(text) // 2 + 2]  # from the middle of the longest output: cuts something
+    assert stop.strip() and len(text) > 4, full
+    # the option's escapes: a comma separates list items and surrounding whitespace is dropped, so both go as \\u
+    escaped = "".join(f"\\u{ord(c):04x}" if c.isspace() or c in ",\\" else c for c in stop)
+    batched = [o["prediction"] for o in _predict(capsys, *argv, "--stop", escaped, "--stop", "never seen")]
+    alone = [o["prediction"] for o in _predict(capsys, *argv, "--stop", escaped, "--batch-size", "1")]
+    assert batched == alone == [t.split(stop)[0].strip() for t in full]
+    assert batched != full
+    if family == "seq2seq":
+        expected = _expected(runs["tiny"], None, inputs, max_new_tokens=12, stop=[stop],
+                             sampling={"repetition_penalty": 3.0})
+    else:
+        expected = _expected(runs["llama"], runs["causal"] / "adapter", inputs, max_new_tokens=12, stop=[stop],
+                             chat_template=True)
+    assert expected == batched
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--task", "nope", "--input", "x"], "unknown task 'nope'"),
     (["--input-file", "ROWS"], "ROWS:1: no 'input' text in ['text']"),
@@ -188,6 +246,14 @@ def test_stdin_output_file_and_config_round_trip(runs, capsys, monkeypatch, tmp_
     (["--input-file", "missing.jsonl"], "no such file"),
     ([], "no input: give --input TEXT"),
     (["--adapter", "CAUSAL", "--input", "a"], "is a causal adapter (task_type CAUSAL_LM) but --model"),
+    (["--do-sample", "--temperature", "0", "--input", "a"], "--temperature 0.0: must be above 0"),
+    (["--temperature", "0.7", "--input", "a"], "--temperature 0.7 applies only to sampling; add --do-sample"),
+    (["--do-sample", "--top-p", "1.5", "--input", "a"], "--top-p 1.5: must be above 0 and at most 1"),
+    (["--num-return-sequences", "3", "--input", "a"], "--num-return-sequences 3 is above --num-beams 1"),
+    (["--do-sample", "--num-beams", "2", "--num-return-sequences", "3", "--input", "a"], "above --num-beams 2"),
+    (["--do-sample", "--choices", "yes|||no", "--input", "a"], "--do-sample with --choices"),
+    (["--do-sample", "--task", "sentiment_movie", "--input", '{"text": "a"}'],
+     "--input 1: has answer choices, which are ranked by log-likelihood, never sampled"),
 ])
 def test_user_errors_are_one_line_exit_2(runs, capsys, monkeypatch, tmp_path, args, message):
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))

@@ -58,7 +58,7 @@ decoded, cut at the first stop string and stripped. Default stop: ``"\\n\\n"``, 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -324,9 +324,11 @@ def prompt_ids(tokenizer: Any, text: str, chat_template: bool = False, max_input
 def generate_ids(model: torch.nn.Module, tokenizer: Any, inputs: Sequence[str], max_new_tokens: int,
                  num_beams: int = 1, batch_size: int = 32, max_input_len: int | None = None,
                  device: torch.device | str | None = None, chat_template: bool = False,
-                 stop: Sequence[str] = DEFAULT_STOP) -> list[list[int]]:
+                 stop: Sequence[str] = DEFAULT_STOP, sampling: Mapping[str, Any] | None = None) -> list[list[int]]:
     """Generated token ids per input, in input order: prompt and padding removed, cut before EOS or after
-    the token that completed a stop string (the stop string itself is cut from the text by :func:`generate`)."""
+    the token that completed a stop string (the stop string itself is cut from the text by :func:`generate`).
+    ``sampling``: further ``model.generate`` options (:func:`t2t.evaluation.scoring.generate_ids`); with
+    ``num_return_sequences`` n, n rows per input, one input's after another."""
     if max_new_tokens < 1:
         raise T2TError(f"max_new_tokens must be at least 1, got {max_new_tokens}; set --max-new-tokens.")
     _check_model(model)
@@ -334,7 +336,9 @@ def generate_ids(model: torch.nn.Module, tokenizer: Any, inputs: Sequence[str], 
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     prompts = [prompt_ids(tokenizer, text, chat_template, max_input_len) for text in inputs]
-    results: list[list[int] | None] = [None] * len(inputs)
+    options = dict(sampling or {})
+    n = int(options.get("num_return_sequences", 1))
+    results: list[list[int] | None] = [None] * (len(inputs) * n)
     with _eval_mode(model):
         for batch in _batches_by_length([len(p) for p in prompts], batch_size):
             width = len(prompts[batch[0]])
@@ -345,11 +349,11 @@ def generate_ids(model: torch.nn.Module, tokenizer: Any, inputs: Sequence[str], 
                 mask[r, width - len(prompts[i]):] = 1
             stopper = StopOnStrings(tokenizer, stop, width)
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                 max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                                 max_new_tokens=max_new_tokens, num_beams=num_beams, **{"do_sample": False, **options},
                                  pad_token_id=pad, eos_token_id=eos, stopping_criteria=StoppingCriteriaList([stopper]))
-            for i, seq in zip(batch, out[:, width:].tolist(), strict=True):
+            for r, seq in enumerate(out[:, width:].tolist()):  # generate's rows: each input's n together
                 seq = seq[:seq.index(eos)] if eos in seq else seq
-                results[i] = stopper.cut(seq) if stopper.stops else seq
+                results[batch[r // n] * n + r % n] = stopper.cut(seq) if stopper.stops else seq
     return results  # type: ignore[return-value]
 
 
@@ -364,9 +368,9 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 def generate(model: torch.nn.Module, tokenizer: Any, inputs: Sequence[str], max_new_tokens: int,
              num_beams: int = 1, batch_size: int = 32, max_input_len: int | None = None,
              device: torch.device | str | None = None, chat_template: bool = False,
-             stop: Sequence[str] = DEFAULT_STOP) -> list[str]:
+             stop: Sequence[str] = DEFAULT_STOP, sampling: Mapping[str, Any] | None = None) -> list[str]:
     """Generated text per input, in input order: :func:`generate_ids` decoded (special tokens skipped),
     cut at the first stop string, surrounding whitespace stripped."""
     ids = generate_ids(model, tokenizer, inputs, max_new_tokens, num_beams, batch_size, max_input_len, device,
-                       chat_template, stop)
+                       chat_template, stop, sampling)
     return [cut_at_stop(text, stop).strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]

@@ -39,14 +39,17 @@ and are refused.
 Causal (decoder-only) models: every public function here hands them to
 :mod:`t2t.evaluation.causal_scoring` (the model's family, :func:`t2t.modeling.family.model_family`,
 decides), which scores them under the same two conventions, lm-eval's being ``HFLM``'s causal
-loglikelihood. ``chat_template`` (and ``stop`` for generation) apply to causal models only.
+loglikelihood. ``chat_template`` applies to causal models only; generation's ``stop`` strings default to
+``"\\n\\n"`` for a causal model and to none for a seq2seq one (t2t.predict's ``--stop`` gives both).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
+from transformers import StoppingCriteriaList
 
 from t2t.errors import T2TError
 from t2t.evaluation import causal_scoring
@@ -308,38 +311,43 @@ def generate_ids(
     device: torch.device | str | None = None,
     chat_template: bool = False,
     stop: Sequence[str] | None = None,
+    sampling: Mapping[str, Any] | None = None,
 ) -> list[list[int]]:
     """Generated token ids per input, in input order, without the decoder start token, EOS or padding.
 
-    Greedy (``num_beams=1``) or beam search, never sampling. ``max_new_tokens`` is always passed
+    Greedy (``num_beams=1``) or beam search; evaluation never samples. ``max_new_tokens`` is always passed
     because transformers' GenerationConfig otherwise stops at ``max_length=20``. A causal model generates
     with :func:`t2t.evaluation.causal_scoring.generate_ids` (``stop``: its stop strings, default ``"\\n\\n"``).
+    A seq2seq model stops at a stop string only when ``stop`` names one, by the causal rule
+    (:class:`~t2t.evaluation.causal_scoring.StopOnStrings`, the tokens up to the one that completed it).
+    ``sampling``: further ``model.generate`` options (``do_sample``, ``temperature``, ``top_p``, ``top_k``,
+    ``repetition_penalty``, ``num_return_sequences``: t2t.predict's); with ``num_return_sequences`` n the
+    result holds n rows per input, one input's after another.
     """
     if (causal := _causal(model)) is not None:
         return causal.generate_ids(model, tokenizer, inputs, max_new_tokens, num_beams, batch_size, max_input_len,
-                                   device, chat_template, causal.DEFAULT_STOP if stop is None else stop)
+                                   device, chat_template, causal.DEFAULT_STOP if stop is None else stop, sampling)
     if max_new_tokens < 1:
         raise T2TError(f"max_new_tokens must be at least 1, got {max_new_tokens}; set --max-new-tokens.")
     _check_model(model)
     device = _device_of(model, device)
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     input_ids = _encode_inputs(tokenizer, inputs, max_input_len)
-    results: list[list[int] | None] = [None] * len(inputs)
+    options = {"do_sample": False, **(sampling or {})}
+    n = int(options.get("num_return_sequences", 1))
+    stopper = causal_scoring.StopOnStrings(tokenizer, stop or (), 1)  # column 0 is the decoder start token
+    if stopper.stops:
+        options["stopping_criteria"] = StoppingCriteriaList([stopper])
+    results: list[list[int] | None] = [None] * (len(inputs) * n)
     with _eval_mode(model):
         for batch in _batches_by_length([len(x) for x in input_ids], batch_size):
             enc_ids, enc_mask = _pad([input_ids[i] for i in batch], pad_id, device)
-            out = model.generate(
-                input_ids=enc_ids,
-                attention_mask=enc_mask,
-                max_new_tokens=max_new_tokens,
-                num_beams=num_beams,
-                do_sample=False,
-                pad_token_id=pad_id,
-                eos_token_id=eos_id,
-            )
-            for i, seq in zip(batch, out[:, 1:].tolist(), strict=True):  # column 0 is the decoder start token
+            out = model.generate(input_ids=enc_ids, attention_mask=enc_mask, max_new_tokens=max_new_tokens,
+                                 num_beams=num_beams, pad_token_id=pad_id, eos_token_id=eos_id, **options)
+            for r, seq in enumerate(out[:, 1:].tolist()):  # generate's rows: each input's n together
                 # An unfinished sequence has no EOS and no padding: it used all max_new_tokens.
-                results[i] = seq[: seq.index(eos_id)] if eos_id in seq else seq
+                seq = seq[: seq.index(eos_id)] if eos_id in seq else seq
+                results[batch[r // n] * n + r % n] = stopper.cut(seq) if stopper.stops else seq
     return results  # type: ignore[return-value]
 
 
@@ -354,11 +362,15 @@ def generate(
     device: torch.device | str | None = None,
     chat_template: bool = False,
     stop: Sequence[str] | None = None,
+    sampling: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Generated text per input, in input order: :func:`generate_ids` decoded, special tokens skipped,
-    surrounding whitespace stripped (a causal model's text also cut at the first stop string)."""
+    cut at the first stop string (a causal model's default: ``"\\n\\n"``; a seq2seq model's: none),
+    surrounding whitespace stripped."""
     if (causal := _causal(model)) is not None:
         return causal.generate(model, tokenizer, inputs, max_new_tokens, num_beams, batch_size, max_input_len,
-                               device, chat_template, causal.DEFAULT_STOP if stop is None else stop)
-    ids = generate_ids(model, tokenizer, inputs, max_new_tokens, num_beams, batch_size, max_input_len, device)
-    return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+                               device, chat_template, causal.DEFAULT_STOP if stop is None else stop, sampling)
+    ids = generate_ids(model, tokenizer, inputs, max_new_tokens, num_beams, batch_size, max_input_len, device,
+                       stop=stop, sampling=sampling)
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return [causal_scoring.cut_at_stop(text, stop or ()).strip() for text in texts]

@@ -15,10 +15,11 @@ size; t2t-tiny and the GGUF bases built on first use), :func:`t2t.evaluation.run
 options the family gives meaning to), :func:`t2t.modeling.loading.load_adapter` (checksums, one-line peft
 errors). An adapter of the other family than the base (a ``CAUSAL_LM`` adapter on a T5) is refused first.
 
-Predictions (:func:`predict`) are evaluation's scoring functions, unchanged: rank classification through
+Predictions (:func:`predict`) are evaluation's scoring functions: rank classification through
 :func:`t2t.evaluation.scoring.score_choices` (seq2seq, or :mod:`t2t.evaluation.causal_scoring` for a
-decoder-only model: left padding, stop strings) and greedy or beam generation through
-:func:`t2t.evaluation.scoring.generate`.
+decoder-only model: left padding, stop strings) and generation through :func:`t2t.evaluation.scoring.generate`,
+greedy or beam search as evaluation generates, or with predict's sampling options (:func:`sampling_options`,
+seeded by ``--seed``) and ``--stop`` strings, by the same batched loop and stop rule.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from t2t.evaluation.config import EvaluateConfig, build_config
 from t2t.evaluation.selection import resolve_from_runs
 from t2t.modeling.adapter_base import check_adapter_base
 from t2t.modeling.provenance import base_identity
-from t2t.predict.config import PredictConfig, PredictGenerationConfig
+from t2t.predict.config import PredictConfig, PredictGenerationConfig, stop_strings
 from t2t.predict.inputs import Item
 
 MODEL_FOLDERS = ("model", "merged")  # what t2t.finetune writes for --method full and for --merge
@@ -155,27 +156,68 @@ def load(view: EvaluateConfig, run: AdapterRun | None) -> Loaded:
 
 def predict(loaded: Loaded, items: Sequence[Item], g: PredictGenerationConfig) -> list[dict[str, Any]]:
     """One output record per item, in order: ranked choices with their log-likelihoods, or generated text."""
-    from t2t.evaluation import scoring  # torch
-
     out: list[dict[str, Any] | None] = [None] * len(items)
     common = {"batch_size": loaded.batch_size, "max_input_len": g.max_input_len, "device": loaded.device,
               "chat_template": loaded.opts["chat_template"]}
     ranked = [k for k, item in enumerate(items) if item.choices]
-    if ranked:
-        scores = scoring.score_choices(loaded.model, loaded.tokenizer, [items[k].input for k in ranked],
-                                       [list(items[k].choices or ()) for k in ranked], **common,
-                                       convention=loaded.opts["choice_scoring"],
-                                       target_delimiter=loaded.opts["target_delimiter"])
-        by_sum, by_char = scoring.predict(scores, "sum"), scoring.predict(scores, "chars")
-        for k, row, a, b in zip(ranked, scores, by_sum, by_char, strict=True):
-            choices = list(items[k].choices or ())
-            out[k] = {**items[k].echo, "prediction": choices[a], "prediction_norm": choices[b],
-                      "choices": choices, "logprobs": [s.logprob for s in row],
-                      **({"is_greedy": [s.is_greedy for s in row]} if row[0].is_greedy is not None else {})}
+    for k, record in zip(ranked, _rank(loaded, [items[k] for k in ranked], common), strict=True):
+        out[k] = record
     generated = [k for k, item in enumerate(items) if not item.choices]
-    if generated:
-        texts = scoring.generate(loaded.model, loaded.tokenizer, [items[k].input for k in generated],
-                                 g.max_new_tokens, g.num_beams, **common)
-        for k, text in zip(generated, texts, strict=True):
-            out[k] = {**items[k].echo, "prediction": text}
+    for k, record in zip(generated, _generate(loaded, [items[k] for k in generated], g, common), strict=True):
+        out[k] = record
     return out  # type: ignore[return-value]
+
+
+def _rank(loaded: Loaded, items: Sequence[Item], common: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each item's choices scored as t2t.evaluate scores them, the best by sum and per character."""
+    from t2t.evaluation import scoring  # torch
+
+    if not items:
+        return []
+    scores = scoring.score_choices(loaded.model, loaded.tokenizer, [item.input for item in items],
+                                   [list(item.choices or ()) for item in items], **common,
+                                   convention=loaded.opts["choice_scoring"],
+                                   target_delimiter=loaded.opts["target_delimiter"])
+    by_sum, by_char = scoring.predict(scores, "sum"), scoring.predict(scores, "chars")
+    out = []
+    for item, row, a, b in zip(items, scores, by_sum, by_char, strict=True):
+        choices = list(item.choices or ())
+        out.append({**item.echo, "prediction": choices[a], "prediction_norm": choices[b], "choices": choices,
+                    "logprobs": [s.logprob for s in row],
+                    **({"is_greedy": [s.is_greedy for s in row]} if row[0].is_greedy is not None else {})})
+    return out
+
+
+def sampling_options(g: PredictGenerationConfig) -> dict[str, Any]:
+    """The ``model.generate`` options beyond evaluation's (GenerationConfig's names and meaning): only those
+    given, so that the model's generation_config.json fills in the rest as transformers does."""
+    given = {name: getattr(g, name) for name in ("temperature", "top_p", "top_k", "repetition_penalty")}
+    out: dict[str, Any] = {"do_sample": g.do_sample, **{k: v for k, v in given.items() if v is not None}}
+    if g.num_return_sequences > 1:
+        out["num_return_sequences"] = g.num_return_sequences
+    return out
+
+
+def _generate(loaded: Loaded, items: Sequence[Item], g: PredictGenerationConfig,
+              common: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each item's generated text (all ``--num-return-sequences`` of them in ``predictions``) through
+    evaluation's generation: batched, left-padded for a decoder-only model, cut at the stop strings."""
+    import torch  # only once a model is loaded: --help loads no torch
+
+    from t2t.evaluation import scoring
+
+    if not items:
+        return []
+    if g.do_sample:
+        # generate() draws from torch's global generator (every device's): seeded here, right before it, the
+        # same inputs in the same batches draw the same tokens (another --batch-size draws differently)
+        torch.manual_seed(g.seed)
+    texts = scoring.generate(loaded.model, loaded.tokenizer, [item.input for item in items], g.max_new_tokens,
+                             g.num_beams, **common, stop=stop_strings(g), sampling=sampling_options(g))
+    n = g.num_return_sequences
+    out = []
+    for k, item in enumerate(items):
+        mine = texts[k * n:(k + 1) * n]
+        out.append({**item.echo, "prediction": mine[0], **({"predictions": mine} if n > 1 else {}),
+                    **({"seed": g.seed} if g.do_sample else {})})
+    return out
