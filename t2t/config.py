@@ -35,6 +35,7 @@ import difflib
 import math
 import re
 import reprlib
+import sys
 import types
 import typing
 from collections.abc import Sequence
@@ -172,10 +173,28 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+# the file names pip gives the console script ([project.scripts] t2t): bin/t2t, Scripts\t2t.exe, t2t-script.py
+_CONSOLE_SCRIPTS = ("t2t", "t2t.exe", "t2t-script.py")
+
+
+def program(command: str) -> str:
+    """A command's name in its usage line and hints, as the user started it: ``t2t predict`` from the ``t2t``
+    console script, ``python -m t2t predict`` from ``python -m t2t``, else ``python -m t2t.predict``.
+    ``command`` is the module (``t2t.predict``). Read from ``sys.argv[0]``, as argparse derives its default
+    ``prog`` (the script's path; under ``-m`` the module's ``__main__.py``)."""
+    started = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    name = command.removeprefix("t2t.")
+    if started.name in _CONSOLE_SCRIPTS:
+        return f"t2t {name}"
+    if started.name == "__main__.py" and started.parent.name == "t2t":
+        return f"python -m t2t {name}"
+    return f"python -m {command}"
+
+
 def _unknown(key: str, origin: str, known: Sequence[str], command: str) -> T2TError:
     near = difflib.get_close_matches(key.split(".")[-1].replace("-", "_"), list(known), n=1)
     hint = f" (did you mean '{near[0]}'?)" if near else ""
-    return T2TError(f"{origin}: unknown option '{key}'{hint}; see python -m {command} --help")
+    return T2TError(f"{origin}: unknown option '{key}'{hint}; see {program(command)} --help")
 
 
 def paths(root: type, values: dict[str, Any], origin: str = "config",
@@ -194,11 +213,11 @@ def paths(root: type, values: dict[str, Any], origin: str = "config",
         norm = str(key).replace("-", "_")
         if norm in nested:
             if not isinstance(value, dict):
-                raise T2TError(f"{origin}: '{key}' must be a mapping of options; see python -m {command} --help")
+                raise T2TError(f"{origin}: '{key}' must be a mapping of options; see {program(command)} --help")
             into_part(norm, value)
             continue
         if norm in names and norm not in known and not isinstance(value, dict):
-            raise T2TError(f"{origin}: '{key}' must be a mapping of options; see python -m {command} --help")
+            raise T2TError(f"{origin}: '{key}' must be a mapping of options; see {program(command)} --help")
         if norm in names and isinstance(value, dict):
             for sub, sub_value in value.items():
                 flat = str(sub).replace("-", "_")
@@ -403,7 +422,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str], command: st
         near = difflib.get_close_matches(bad.partition("=")[0].replace("_", "-"), flags, n=1)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
         what = "option" if bad.startswith("-") else "argument"
-        raise T2TError(f"options: unknown {what} '{bad}'{hint}; see python -m {command} --help")
+        raise T2TError(f"options: unknown {what} '{bad}'{hint}; see {program(command)} --help")
     return args
 
 

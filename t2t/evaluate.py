@@ -70,7 +70,7 @@ DEMO_MIXTURE = "offline"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m t2t.evaluate", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=configs.program("t2t.evaluate"), formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Zero- or k-shot evaluation of a base model and its adapters, side by side.",
         epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     add_arguments(p)

@@ -45,7 +45,7 @@ def _python() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m t2t.finetune", description=__doc__.split("\n\n")[0],
+        prog=configs.program("t2t.finetune"), description=__doc__.split("\n\n")[0],
         epilog="Every option also reads from --config YAML (flat or under model/tuning/data/train).")
     add_arguments(parser)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")

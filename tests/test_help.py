@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import importlib
 import re
+import sys
 from typing import Literal
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from t2t import config as configs
 from t2t.__main__ import COMMANDS as CONSOLE_COMMANDS
 from t2t.errors import T2TError
+from t2t.training.config import FinetuneConfig
 
 COMMANDS = list(CONSOLE_COMMANDS.values())  # every command the t2t console script runs
 MARKUP = re.compile(r"``|:(class|func|mod|meth|data|attr|exc):`")
@@ -67,6 +69,22 @@ def test_every_option_is_documented_plainly(name: str, parser: argparse.Argument
     shown = parser.format_help()
     problems += [f"markup in --help: ...{shown[m.start() - 30:m.end() + 30]!r}" for m in MARKUP.finditer(shown)]
     assert not problems, f"{name}: " + "; ".join(problems)
+
+
+def test_usage_names_the_program_as_the_user_started_it(monkeypatch) -> None:
+    """``t2t COMMAND --help`` says ``usage: t2t COMMAND``, subcommands included (``t2t tasks list``), and so do
+    the hints of its errors; ``python -m t2t COMMAND`` and ``python -m t2t.COMMAND`` keep their own names."""
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/t2t", "--help"])  # the console script, as pip writes it
+    for name, module in CONSOLE_COMMANDS.items():
+        (_, parser), *subcommands = command_parsers(module)
+        assert parser.format_usage().startswith(f"usage: t2t {name} "), parser.format_usage()
+        assert all(sub.prog == f"t2t {name} {sub_name.split()[-1]}" for sub_name, sub in subcommands), name
+    with pytest.raises(T2TError, match="see t2t finetune --help"):
+        configs.build(FinetuneConfig, {"max_stepz": 3}, "options", "t2t.finetune")
+    for started, program in (("/src/t2t/__main__.py", "python -m t2t predict"),
+                             ("/src/t2t/predict/__main__.py", "python -m t2t.predict"), ("", "python -m t2t.predict")):
+        monkeypatch.setattr(sys, "argv", [started])
+        assert configs.program("t2t.predict") == program
 
 
 def test_placeholders_follow_the_field_type() -> None:

@@ -19,7 +19,7 @@ from t2t.experiment.run import run_experiment
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m t2t.experiment", description=__doc__.split("\n\n")[0],
+        prog=configs.program("t2t.experiment"), description=__doc__.split("\n\n")[0],
         epilog="--config YAML: these options as flat keys (or under experiment:), and any option of "
                "python -m t2t.finetune / t2t.evaluate under finetune: / evaluate:, flat or by section.")
     configs.add_arguments(parser, ExperimentConfig)

@@ -310,7 +310,7 @@ COMMANDS = {"list": list_tasks, "show": show_task, "render": render_task, "check
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m t2t.tasks",
+    parser = argparse.ArgumentParser(prog=configs.program("t2t.tasks"),
                                      description=configs.plain(__doc__.split("\n")[0]))
     sub = parser.add_subparsers(dest="command", required=True)
     _add_browse_commands(sub)
