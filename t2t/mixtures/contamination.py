@@ -39,8 +39,16 @@ row that holds it), and the other side is read once, a batch of rows at a time, 
 indexed and the training side streamed (``mode`` ``heldout-indexed``); otherwise the training n-grams are
 the index (``train-indexed``, merged batch by batch) and the held-out rows are probed.
 
+Where a dirty row came from: the training tasks that hold one of its n-grams, and its first such n-gram
+(:class:`DirtyRow`). With the held-out side indexed, the training stream records each distinct (indexed n-gram,
+training task) pair that collides (:class:`t2t.mixtures.contamination_index.HitTasks`: memory grows with the
+overlap, not the stream) and the dirty held-out rows are read again for their n-gram's words; with the
+training side indexed, the n-gram's words are taken as the held-out rows stream and the training rows (the
+smaller side then) are read again against the dirty rows' n-grams only.
+
 A task whose rows cannot be opened (a hub dataset offline, a missing file) is listed with the reason
-under ``unavailable``; a training task that could not be read makes the held-out counts a lower bound,
+under ``unavailable`` (hub tasks are not retried one by one once the hub is unreachable:
+:mod:`t2t.mixtures.contamination_hub`); a training task that could not be read makes the held-out counts a lower bound,
 and the report says so. ``python -m t2t.mixture check NAME`` prints this report; ``python -m t2t.evaluate
 --contamination`` scores the clean and dirty rows apart (:mod:`t2t.evaluation.report`).
 """
