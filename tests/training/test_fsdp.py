@@ -5,6 +5,8 @@ accelerate 1.15 runs FSDP only on accelerators: on CPU it drops an FSDP config a
 t2t refuses (first test). torch's FSDP2 runs on CPU with gloo, so the other test lifts only accelerate's
 gate (tests/training/fsdp_on_cpu.py, which says what it changes) and trains through accelerate's own FSDP2
 preparation: T5 blocks and the whole model sharded by ``fully_shard``, parameters and Adam states DTensors.
+A launch's two processes spend most of their time starting (imports); the one-process reference runs in
+the test's own process meanwhile, on a CI machine's 2 cores.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,12 +69,42 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def launch(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def start(config: Path, *args: str) -> subprocess.Popen[str]:
+    """``accelerate launch`` started in the background: the test trains its one-process reference meanwhile."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # port 0: accelerate picks a free port, so that two test runs on one machine never collide
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--main_process_port",
            "0", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    # a session of its own, so that a test that fails before it waits can stop the launcher and its workers
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def finish(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        stop(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture
+def background() -> Iterator[list[subprocess.Popen[str]]]:
+    """Launches a test started and waits for later: stopped if the test fails before it waits."""
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        stop(proc)
+
+
+def launch(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return finish(start(config, *args))
 
 
 def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -91,7 +125,8 @@ def test_an_fsdp_config_on_cpu_is_refused_not_run_as_ddp(folders: Path, config: 
     assert not (out / "checkpoints").exists()
 
 
-def test_fsdp2_trains_the_update_of_one_process_and_resumes_exactly(folders: Path) -> None:
+def test_fsdp2_trains_the_update_of_one_process_and_resumes_exactly(folders: Path,
+                                                                   background: list[subprocess.Popen[str]]) -> None:
     from peft import PeftModel
     from transformers import AutoModelForSeq2SeqLM
 
@@ -106,6 +141,14 @@ def test_fsdp2_trains_the_update_of_one_process_and_resumes_exactly(folders: Pat
     here, total = (int(x) for x in shards[0].split("parameters, ")[1].split(" elements")[0].split(" of "))
     assert 0 < here <= total // 2 + 1000
     assert json.loads((two / "versions.json").read_text())["processes"] == 2
+    # Resume under FSDP2 from the step-2 checkpoint (checked at the end), launched now to overlap the rest.
+    resumed = folders / "resumed"
+    shutil.copytree(two, resumed)
+    for name in ("checkpoints/checkpoint-000004", "adapter", "merged"):
+        shutil.rmtree(resumed / name)
+    resuming = start(folders / "fsdp2.yaml", script, *OPTIONS, "--mixture-dir", mixtures, "--output-dir",
+                     str(resumed), "--merge", "--resume")
+    background.append(resuming)
 
     one = folders / "one"
     one_options = {"mixture": "small", "mixture_dir": [mixtures], "max_steps": 4, "save_steps": 2,
@@ -153,13 +196,8 @@ def test_fsdp2_trains_the_update_of_one_process_and_resumes_exactly(folders: Pat
     for name, tensor in weights["two"].items():
         assert torch.equal(loaded[name.replace(".weight", ".default.weight")], tensor)
 
-    # Resume under FSDP2 from the step-2 checkpoint: the same adapter and step-4 checkpoint, bit for bit.
-    resumed = folders / "resumed"
-    shutil.copytree(two, resumed)
-    for name in ("checkpoints/checkpoint-000004", "adapter", "merged"):
-        shutil.rmtree(resumed / name)
-    done = launch(folders / "fsdp2.yaml", script, *OPTIONS, "--mixture-dir", mixtures, "--output-dir",
-                  str(resumed), "--merge", "--resume")
+    # The resume under FSDP2 from the step-2 checkpoint: the same adapter and step-4 checkpoint, bit for bit.
+    done = finish(resuming)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming from" in done.stdout + done.stderr
     assert max_diff(weights["two"], load_file(str(resumed / "adapter" / "adapter_model.safetensors"))) == 0.0
@@ -170,7 +208,8 @@ def test_fsdp2_trains_the_update_of_one_process_and_resumes_exactly(folders: Pat
     assert step4[0] == step4[1]  # every shard and RNG file of the step-4 checkpoint, byte for byte (sha256)
 
 
-def test_fsdp2_full_finetuning_saves_the_model_of_one_process(folders: Path) -> None:
+def test_fsdp2_full_finetuning_saves_the_model_of_one_process(folders: Path,
+                                                             background: list[subprocess.Popen[str]]) -> None:
     """--method full: every weight sharded; model/ is gathered whole (tied embeddings stay one tensor) and
     has the weights one process trains."""
     from t2t.modeling.loading import load_model, resolve_model
@@ -178,13 +217,15 @@ def test_fsdp2_full_finetuning_saves_the_model_of_one_process(folders: Path) -> 
     mixtures, two = str(folders / "mixtures"), folders / "full-two"
     options = [*OPTIONS[:OPTIONS.index("--max-steps")], "--max-steps", "2", "--save-steps", "0",
                *OPTIONS[OPTIONS.index("--batch-size"):], "--method", "full"]
-    done = launch(folders / "fsdp2.yaml", str(REPO / "tests" / "training" / "fsdp_on_cpu.py"), *options,
-                  "--mixture-dir", mixtures, "--output-dir", str(two))
-    assert done.returncode == 0, done.stderr[-3000:]
+    running = start(folders / "fsdp2.yaml", str(REPO / "tests" / "training" / "fsdp_on_cpu.py"), *options,
+                    "--mixture-dir", mixtures, "--output-dir", str(two))
+    background.append(running)
     one = folders / "full-one"
     train(build_config({"mixture": "small", "mixture_dir": [mixtures], "output_dir": str(one), "max_steps": 2,
                         "save_steps": 0, "batch_size": 8, "lora_dropout": 0.0, "eval_steps": 0, "progress": False,
                         "warmup_steps": 0, "lr": 1.0, "adam_epsilon": 1.0, "max_grad_norm": 0.0, "method": "full"}))
+    done = finish(running)
+    assert done.returncode == 0, done.stderr[-3000:]
     base = load_file(str(Path(resolve_model("t2t-tiny")) / "model.safetensors"))
     weights = {d: load_file(str(d / "model" / "model.safetensors")) for d in (one, two)}
     update = max((weights[one][k] - base[k]).abs().max().item() for k in base)
