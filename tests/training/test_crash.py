@@ -22,10 +22,17 @@ rate: {strategy: equal}
 """
 
 
-def command(mixture_dir: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "t2t.finetune", "--mixture", "crash", "--mixture-dir", str(mixture_dir),
-            "--output-dir", str(out), "--max-steps", "40", "--batch-size", "8", "--save-steps", "1",
-            "--keep-checkpoints", "2", "--eval-steps", "0", "--no-progress", "--lora-dropout", "0.1", *extra]
+def options(mixture_dir: Path, out: Path) -> list[str]:
+    return ["--mixture", "crash", "--mixture-dir", str(mixture_dir), "--output-dir", str(out), "--max-steps", "40",
+            "--batch-size", "8", "--save-steps", "1", "--keep-checkpoints", "2", "--eval-steps", "0", "--no-progress",
+            "--lora-dropout", "0.1"]
+
+
+def started_ahead(mixture_dir: Path, out: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """A trainer that imports now and starts when its remaining options arrive on stdin (warm_finetune.py)."""
+    return subprocess.Popen([sys.executable, str(REPO / "tests" / "training" / "warm_finetune.py"),
+                             *options(mixture_dir, out)], cwd=REPO, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.slow
@@ -34,41 +41,53 @@ def test_kill_minus_nine_and_resume_gives_the_uninterrupted_adapter(tmp_path: Pa
     mixture_dir.mkdir()
     (mixture_dir / "crash.yaml").write_text(MIXTURE)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # The uninterrupted run and each next trainer start while another process trains: a CI machine has 2 cores.
     reference = tmp_path / "reference"
-    done = subprocess.run(command(mixture_dir, reference), cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-
+    uninterrupted = subprocess.Popen([sys.executable, "-m", "t2t.finetune", *options(mixture_dir, reference)],
+                                     cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)
     out = tmp_path / "killed"
     rng = random.Random(1234)
     kills = 0
-    for _attempt in range(12):
-        resume = bool(list_checkpoints(out / "checkpoints"))
-        proc = subprocess.Popen(command(mixture_dir, out, "--resume" if resume else "--overwrite"), cwd=REPO,
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if kills < 4:
-            # Wait until training is under way (a new checkpoint appears), then kill at a random moment,
-            # which lands inside a step or inside a checkpoint save.
-            before = {p for _, p in list_checkpoints(out / "checkpoints")}
-            deadline = time.monotonic() + 120
-            while proc.poll() is None and time.monotonic() < deadline:
-                now = {p for _, p in list_checkpoints(out / "checkpoints")}
-                if now - before:
-                    break
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.3))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                kills += 1
-                # Every checkpoint left behind is complete and loadable.
-                for _, path in list_checkpoints(out / "checkpoints"):
-                    assert (path / "state.json").is_file() and (path / "trainable.safetensors").is_file()
-                    load_file(str(path / "trainable.safetensors"))
-                continue
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-2000:]
-        break
+    spare = proc = started_ahead(mixture_dir, out, env)
+    try:
+        for _attempt in range(12):
+            proc, spare = spare, started_ahead(mixture_dir, out, env)
+            resume = bool(list_checkpoints(out / "checkpoints"))
+            proc.stdin.write("--resume\n" if resume else "--overwrite\n")
+            proc.stdin.flush()  # left open: communicate() below closes it (it refuses a closed one)
+            if kills < 4:
+                # Wait until training is under way (a new checkpoint appears), then kill at a random moment,
+                # which lands inside a step or inside a checkpoint save.
+                before = {p for _, p in list_checkpoints(out / "checkpoints")}
+                deadline = time.monotonic() + 120
+                while proc.poll() is None and time.monotonic() < deadline:
+                    now = {p for _, p in list_checkpoints(out / "checkpoints")}
+                    if now - before:
+                        break
+                    time.sleep(0.02)
+                time.sleep(rng.uniform(0.0, 0.3))
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    proc.stdin.close()
+                    kills += 1
+                    # Every checkpoint left behind is complete and loadable.
+                    for _, path in list_checkpoints(out / "checkpoints"):
+                        assert (path / "state.json").is_file() and (path / "trainable.safetensors").is_file()
+                        load_file(str(path / "trainable.safetensors"))
+                    continue
+            _, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, err[-2000:]
+            break
+        _, err = uninterrupted.communicate(timeout=600)
+        assert uninterrupted.returncode == 0, err[-2000:]
+    finally:
+        spare.communicate(input="", timeout=600)  # an empty stdin: it exits without training
+        for running in (proc, uninterrupted):  # after a failed assertion
+            if running.poll() is None:
+                running.kill()
+                running.wait()
     assert kills >= 3, "the run finished before it could be killed several times"
     ref, got = load_file(str(reference / "adapter" / "adapter_model.safetensors")), \
         load_file(str(out / "adapter" / "adapter_model.safetensors"))
