@@ -48,6 +48,11 @@ def test_two_nodes_meet_at_the_rendezvous_endpoint_and_train_the_adapter_of_one(
                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for rank in (0, 1)]
     try:
+        # The run of one process meanwhile: the nodes' processes spend most of their time starting (imports).
+        train(build_config({"mixture": "small", "mixture_dir": [str(tmp_path / "mixtures")],
+                            "output_dir": str(tmp_path / "one"), "max_steps": 2, "batch_size": 8,
+                            "lora_dropout": 0.0, "eval_steps": 0, "save_steps": 0, "progress": False,
+                            "warmup_steps": 0, "lr": 1.0, "adam_epsilon": 1.0, "max_grad_norm": 0.0}))
         results = [node.communicate(timeout=600) for node in nodes]
     finally:
         for node in nodes:
@@ -58,10 +63,6 @@ def test_two_nodes_meet_at_the_rendezvous_endpoint_and_train_the_adapter_of_one(
     assert "adapter saved in" in results[0][0] and "adapter saved in" not in results[1][0]
     assert json.loads((out / "versions.json").read_text())["processes"] == 2
 
-    train(build_config({"mixture": "small", "mixture_dir": [str(tmp_path / "mixtures")],
-                        "output_dir": str(tmp_path / "one"), "max_steps": 2, "batch_size": 8, "lora_dropout": 0.0,
-                        "eval_steps": 0, "save_steps": 0, "progress": False, "warmup_steps": 0, "lr": 1.0,
-                        "adam_epsilon": 1.0, "max_grad_norm": 0.0}))
     one, two = (load_file(str(d / "adapter" / "adapter_model.safetensors")) for d in (tmp_path / "one", out))
     update = max(w.abs().max().item() for k, w in one.items() if "lora_B" in k)
     assert update > 1e-2
